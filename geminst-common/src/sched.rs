@@ -1,0 +1,67 @@
+//! The scheduler programs: per-thread on-CPU time, context switches and run-queue wait.
+
+/// Capacity of the `THREADS` map (threads of all traced processes over a whole trace, exited ones
+/// included, since their counters are kept).
+pub const MAX_THREADS: u32 = 65_536;
+/// Capacity of the `TARGETS` map (processes traced at once).
+pub const MAX_TARGETS: u32 = 64;
+
+/// `ThreadStats::flags`: the thread existed when the trace started (found in /proc, not forked).
+pub const THREAD_SEEN_AT_START: u32 = 1;
+/// `ThreadStats::flags`: the thread exited during the trace (`sched:sched_process_exit`).
+pub const THREAD_EXITED: u32 = 2;
+
+/// `clone(2)` flag that makes the child a thread of the caller's process.
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// Bits of `sched_switch`'s `prev_state` that name a sleeping, stopped or dead state
+/// (TASK_REPORT plus TASK_REPORT_IDLE, include/linux/sched.h). When none is set the task was
+/// still runnable (preempted, or it yielded), which the kernel counts as an involuntary switch
+/// (`nivcsw`); a preempted task is reported as TASK_REPORT_MAX (0x100), outside these bits.
+pub const PREV_STATE_SLEEP_MASK: u64 = 0xff;
+
+/// Counters of one thread, keyed by tid in `THREADS`. Times are CLOCK_MONOTONIC ns
+/// (bpf_ktime_get_ns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadStats {
+    pub tgid: u32,
+    pub flags: u32,
+    /// Time on a CPU, summed over complete slices seen by the trace.
+    pub oncpu_ns: u64,
+    /// Time runnable but waiting for a CPU (from wakeup or preemption to switch-in).
+    pub wait_ns: u64,
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub exit_ns: u64,
+    /// When the current slice began; 0 while off CPU (or on CPU since before the trace).
+    pub switched_in_ns: u64,
+    /// When the thread became runnable; 0 when it is not waiting on a run queue.
+    pub runnable_since_ns: u64,
+    pub comm: [u8; 16],
+}
+
+/// Byte offsets of the tracepoint fields the programs read, taken from
+/// /sys/kernel/tracing/events/<group>/<name>/format at load time (they differ between kernels).
+/// Handed to the programs as the read-only global `SCHED_OFFSETS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedOffsets {
+    /// sched:sched_switch `prev_state` and its size in bytes (4 or 8 depending on the kernel).
+    pub switch_prev_state: u32,
+    pub switch_prev_state_size: u32,
+    /// sched:sched_switch `next_pid`.
+    pub switch_next_pid: u32,
+    /// sched:sched_wakeup `pid`.
+    pub wakeup_pid: u32,
+    /// sched:sched_wakeup_new `pid`.
+    pub wakeup_new_pid: u32,
+    /// task:task_newtask `pid` and `clone_flags`.
+    pub newtask_pid: u32,
+    pub newtask_clone_flags: u32,
+    pub _pad: u32,
+}
+
+crate::user_pod!(ThreadStats, SchedOffsets);
