@@ -13,21 +13,6 @@ pub const BPF_TARGET: &str = "bpfel-unknown-none";
 /// Name of the eBPF binary in geminst-ebpf/Cargo.toml.
 pub const BPF_BIN: &str = "geminst";
 
-/// Paths whose change must rebuild the object.
-pub fn inputs(workspace: &Path) -> Vec<PathBuf> {
-    [
-        "geminst-ebpf/src",
-        "geminst-ebpf/Cargo.toml",
-        "geminst-ebpf/Cargo.lock",
-        "geminst-ebpf/rust-toolchain.toml",
-        "geminst-common/src",
-        "geminst-common/Cargo.toml",
-    ]
-    .iter()
-    .map(|p| workspace.join(p))
-    .collect()
-}
-
 /// Finds bpf-linker on PATH or in cargo's bin directory, where `cargo install` puts it.
 pub fn find_bpf_linker() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> =
