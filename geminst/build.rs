@@ -6,13 +6,24 @@ mod ebpf;
 
 use std::{env, fs, path::PathBuf};
 
+/// Paths whose change must rebuild the eBPF object (directories are watched recursively).
+const INPUTS: &[&str] = &[
+    "geminst-ebpf/src",
+    "geminst-ebpf/Cargo.toml",
+    "geminst-ebpf/Cargo.lock",
+    "geminst-ebpf/rust-toolchain.toml",
+    "geminst-ebpf/.cargo/config.toml",
+    "geminst-common/src",
+    "geminst-common/Cargo.toml",
+    "xtask/src/ebpf.rs",
+];
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let workspace = manifest_dir.parent().expect("geminst/ sits in the workspace").to_path_buf();
-    for input in ebpf::inputs(&workspace) {
-        println!("cargo:rerun-if-changed={}", input.display());
+    for input in INPUTS {
+        println!("cargo:rerun-if-changed={}", workspace.join(input).display());
     }
-    println!("cargo:rerun-if-changed=../xtask/src/ebpf.rs");
 
     // One eBPF target directory for all profiles of the outer build, beside the usual ones.
     let target_dir = env::var_os("CARGO_TARGET_DIR")

@@ -1,8 +1,11 @@
 //! The scheduler programs: per-thread on-CPU time, context switches and run-queue wait.
 
-/// Capacity of the `THREADS` map (threads of all traced processes over a whole trace, exited ones
-/// included, since their counters are kept).
-pub const MAX_THREADS: u32 = 65_536;
+/// Capacity of the `THREADS` array: threads of all traced processes over a whole trace, exited
+/// ones included, since their counters are kept. Slots are never reused within a trace.
+pub const MAX_THREADS: u32 = 16_384;
+/// Default size of the `SLOTS` array (tid -> slot + 1, 0 for threads not traced); userspace sets
+/// it to the running kernel's /proc/sys/kernel/pid_max before loading, since every tid is below it.
+pub const DEFAULT_PID_MAX: u32 = 4_194_304;
 /// Capacity of the `TARGETS` map (processes traced at once).
 pub const MAX_TARGETS: u32 = 64;
 
@@ -10,6 +13,11 @@ pub const MAX_TARGETS: u32 = 64;
 pub const THREAD_SEEN_AT_START: u32 = 1;
 /// `ThreadStats::flags`: the thread exited during the trace (`sched:sched_process_exit`).
 pub const THREAD_EXITED: u32 = 2;
+/// `ThreadStats::flags`: `switched_in_ns` was set when the thread was registered, not by a
+/// switch in that the programs saw; the slice it starts may be shorter.
+pub const THREAD_START_PROVISIONAL: u32 = 4;
+/// `ThreadStats::flags`: `last_out_runtime_ns` holds the kernel's runtime of the thread.
+pub const THREAD_RUNTIME_KNOWN: u32 = 8;
 
 /// `clone(2)` flag that makes the child a thread of the caller's process.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
@@ -20,13 +28,16 @@ pub const CLONE_THREAD: u64 = 0x0001_0000;
 /// (`nivcsw`); a preempted task is reported as TASK_REPORT_MAX (0x100), outside these bits.
 pub const PREV_STATE_SLEEP_MASK: u64 = 0xff;
 
-/// Counters of one thread, keyed by tid in `THREADS`. Times are CLOCK_MONOTONIC ns
-/// (bpf_ktime_get_ns).
+/// Counters of one thread, in its slot of `THREADS` (found through `SLOTS[tid]`). Times are
+/// CLOCK_MONOTONIC ns (bpf_ktime_get_ns).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadStats {
     pub tgid: u32,
+    /// 0 for a slot not in use.
+    pub tid: u32,
     pub flags: u32,
+    pub _pad: u32,
     /// Time on a CPU, summed over complete slices seen by the trace.
     pub oncpu_ns: u64,
     /// Time runnable but waiting for a CPU (from wakeup or preemption to switch-in).
@@ -40,6 +51,14 @@ pub struct ThreadStats {
     pub switched_in_ns: u64,
     /// When the thread became runnable; 0 when it is not waiting on a run queue.
     pub runnable_since_ns: u64,
+    /// The kernel's own runtime of the thread (`task_struct.se.sum_exec_runtime`) at its last
+    /// switch out, or when it was registered. Used only to measure a slice whose switch in the
+    /// programs did not see (see `unseen_switch_ins`).
+    pub last_out_runtime_ns: u64,
+    /// Slices whose switch in no program saw: some kernels suppress tracepoints in the context of
+    /// chosen tasks (a sandbox hiding its agent, for one), so a switch from such a task to this
+    /// thread is invisible. The length of those slices comes from the kernel's runtime.
+    pub unseen_switch_ins: u64,
     pub comm: [u8; 16],
 }
 
@@ -61,7 +80,9 @@ pub struct SchedOffsets {
     /// task:task_newtask `pid` and `clone_flags`.
     pub newtask_pid: u32,
     pub newtask_clone_flags: u32,
-    pub _pad: u32,
+    /// Byte offset of `se.sum_exec_runtime` in `struct task_struct`, from the kernel's BTF;
+    /// 0 when unknown (then slices with an unseen start are lost and counted).
+    pub task_sum_exec_runtime: u32,
 }
 
 crate::user_pod!(ThreadStats, SchedOffsets);

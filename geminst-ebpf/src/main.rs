@@ -2,6 +2,11 @@
 //! reads the maps when the trace ends (and at each time-series tick).
 #![no_std]
 #![no_main]
+// For the atomic fetch-add that allocates thread slots (see sched::try_task_newtask).
+#![feature(core_intrinsics)]
+// For direct loads from tracepoint records at load-time offsets (see shared::direct).
+#![feature(asm_experimental_arch)]
+#![allow(internal_features)]
 
 mod sched;
 mod shared;

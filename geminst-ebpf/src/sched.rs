@@ -1,19 +1,28 @@
 //! Scheduler hooks: on-CPU time, voluntary and involuntary switches, and run-queue wait per thread
-//! of the traced processes. `THREADS` holds only those threads, so a miss there is the cheap
-//! filter for every other thread on the machine.
+//! of the traced processes.
+//!
+//! These run on every context switch and wakeup of the machine, so the common case, a thread that
+//! is not traced, must cost almost nothing: `SLOTS` is an array indexed by tid (the verifier
+//! inlines array lookups into a bounds check and a load), and the clock is read only when a traced
+//! thread is involved.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    helpers::bpf_get_current_comm,
+    helpers::{bpf_get_current_comm, bpf_get_current_task_btf},
     macros::{map, tracepoint},
-    maps::HashMap,
+    maps::Array,
     programs::TracePointContext,
 };
 use geminst_common::{
     counters,
-    sched::{CLONE_THREAD, MAX_THREADS, PREV_STATE_SLEEP_MASK, SchedOffsets, THREAD_EXITED, ThreadStats},
+    sched::{
+        CLONE_THREAD, DEFAULT_PID_MAX, MAX_THREADS, PREV_STATE_SLEEP_MASK, SchedOffsets, THREAD_EXITED,
+        THREAD_RUNTIME_KNOWN, THREAD_START_PROVISIONAL, ThreadStats,
+    },
 };
 
-use crate::shared::{count, current_ids, field, field_uint, is_target, now_ns};
+use crate::shared::{count, current_ids, direct_at, field_u32, field_u64, field_uint, is_target, now_ns};
 
 /// Field offsets, set by userspace from tracefs format files before loading.
 #[unsafe(no_mangle)]
@@ -25,12 +34,44 @@ static SCHED_OFFSETS: SchedOffsets = SchedOffsets {
     wakeup_new_pid: 0,
     newtask_pid: 0,
     newtask_clone_flags: 0,
-    _pad: 0,
+    task_sum_exec_runtime: 0,
 };
 
-/// tid -> counters, for threads of the traced processes (exited ones kept until the end).
+/// tid -> slot in `THREADS` + 1; 0 for threads not traced. Resized to pid_max by userspace.
 #[map]
-pub static THREADS: HashMap<u32, ThreadStats> = HashMap::with_max_entries(MAX_THREADS, 0);
+pub static SLOTS: Array<u32> = Array::with_max_entries(DEFAULT_PID_MAX, 0);
+
+/// Counters of traced threads, one slot each (exited ones kept until the end).
+#[map]
+pub static THREADS: Array<ThreadStats> = Array::with_max_entries(MAX_THREADS, 0);
+
+/// The next free slot. Userspace registers the threads that exist at the start in the slots
+/// below the value it sets here; new threads take slots from here on.
+#[map]
+pub static NEXT_SLOT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The thread's slot + 1, or 0 if it is not traced.
+#[inline(always)]
+fn slot_of(tid: u32) -> u32 {
+    SLOTS.get(tid).copied().unwrap_or(0)
+}
+
+/// The counters in slot `slot_plus_one - 1`, or None for 0.
+#[inline(always)]
+fn stats(slot_plus_one: u32) -> Option<&'static mut ThreadStats> {
+    if slot_plus_one == 0 {
+        return None;
+    }
+    // SAFETY: the slot's owner updates it only from the CPU the thread runs on, or sets
+    // runnable_since_ns when it is not running; races between the two are benign.
+    THREADS.get_ptr_mut(slot_plus_one - 1).map(|p| unsafe { &mut *p })
+}
+
+/// The counters of a traced thread, or None for any other thread.
+#[inline(always)]
+fn thread(tid: u32) -> Option<&'static mut ThreadStats> {
+    stats(slot_of(tid))
+}
 
 #[inline(always)]
 fn offsets() -> SchedOffsets {
@@ -48,18 +89,19 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
 
 fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     let off = offsets();
-    let now = now_ns();
     // The tracepoint runs in the context of the task being switched out.
     let (_, prev_tid) = current_ids();
-    if let Some(prev) = THREADS.get_ptr_mut(prev_tid) {
+    let prev_slot = slot_of(prev_tid);
+    let next_tid = field_u32(ctx, off.switch_next_pid)?;
+    let next_slot = slot_of(next_tid);
+    // Tested on the slot numbers: the verifier would refuse the same test on the two pointers.
+    if prev_slot | next_slot == 0 {
+        return Ok(());
+    }
+    let now = now_ns();
+    if let Some(prev) = stats(prev_slot) {
         let state = field_uint(ctx, off.switch_prev_state, off.switch_prev_state_size)?;
-        // SAFETY: the entry stays valid for this program run; concurrent writers only touch it
-        // from the CPU the thread runs on, or set runnable_since_ns when it is not running.
-        let prev = unsafe { &mut *prev };
-        if prev.switched_in_ns != 0 {
-            prev.oncpu_ns += now - prev.switched_in_ns;
-            prev.switched_in_ns = 0;
-        }
+        switched_out(prev, now, current_runtime(off.task_sum_exec_runtime));
         if state & PREV_STATE_SLEEP_MASK != 0 {
             prev.voluntary_switches += 1;
         } else {
@@ -68,12 +110,17 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
             prev.runnable_since_ns = now;
         }
         prev.last_seen_ns = now;
+        if prev.flags & THREAD_EXITED != 0 {
+            // Its last switch: free the tid, which the kernel may give to a new task.
+            if let Some(slot) = SLOTS.get_ptr_mut(prev_tid) {
+                // SAFETY: a valid element of SLOTS.
+                unsafe { *slot = 0 };
+            }
+        }
     }
-    let next_tid: i32 = field(ctx, off.switch_next_pid)?;
-    if let Some(next) = THREADS.get_ptr_mut(next_tid as u32) {
-        // SAFETY: as above.
-        let next = unsafe { &mut *next };
+    if let Some(next) = stats(next_slot) {
         next.switched_in_ns = now;
+        next.flags &= !THREAD_START_PROVISIONAL;
         if next.runnable_since_ns != 0 {
             next.wait_ns += now - next.runnable_since_ns;
             next.runnable_since_ns = 0;
@@ -81,6 +128,71 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
         next.last_seen_ns = now;
     }
     Ok(())
+}
+
+/// `current_runtime` could not read the runtime. A plain sentinel rather than `Option<u64>`:
+/// LLVM leaves the payload of a `None` uninitialised and the verifier rejects reading it.
+const RUNTIME_UNKNOWN: u64 = u64::MAX;
+
+/// The kernel's runtime of the current task (`se.sum_exec_runtime`, brought up to date by the
+/// scheduler before it switches the task out), or `RUNTIME_UNKNOWN`. A direct load through the
+/// BTF-typed task pointer (the verifier checks the offset against the kernel's BTF), at the offset
+/// userspace found in that BTF; `direct_at!` makes it the instruction's immediate.
+#[inline(always)]
+fn current_runtime(offset: u32) -> u64 {
+    if offset == 0 {
+        return RUNTIME_UNKNOWN;
+    }
+    // SAFETY: the helper takes no arguments and returns the current task, valid for this run.
+    let task = unsafe { bpf_get_current_task_btf() } as *const core::ffi::c_void;
+    let read: Result<u64, i64> = direct_at!(task, offset, u64, "u64", Ok(RUNTIME_UNKNOWN),
+        64 72 80 88 96 104 112 120 128 136 144 152 160 168 176 184 192 200 208 216 224 232 240 248
+        256 264 272 280 288 296 304 312 320 328 336 344 352 360 368 376 384 392 400 408 416 424 432
+        440 448 456 464 472 480 488 496 504 512 520 528 536 544 552 560 568 576 584 592 600 608 616
+        624 632 640 648 656 664 672 680 688 696 704 712 720 728 736 744 752 760 768 776 784 792 800);
+    read.unwrap_or(RUNTIME_UNKNOWN)
+}
+
+/// Ends the thread's current slice at `now`.
+///
+/// The slice is measured with our own timestamps from its switch in. When no program saw that
+/// switch in (some kernels suppress tracepoints in the context of chosen tasks, so a switch from
+/// such a task is invisible), its length is the growth of the kernel's runtime of the thread since
+/// its last switch out, and the run-queue wait that preceded it is closed at the slice's start.
+#[inline(always)]
+fn switched_out(t: &mut ThreadStats, now: u64, runtime: u64) {
+    let known = runtime != RUNTIME_UNKNOWN;
+    let kernel_slice = if known && t.flags & THREAD_RUNTIME_KNOWN != 0 && runtime >= t.last_out_runtime_ns {
+        Some(runtime - t.last_out_runtime_ns)
+    } else {
+        None
+    };
+    let slice = if t.switched_in_ns != 0 {
+        let measured = now.saturating_sub(t.switched_in_ns);
+        match kernel_slice {
+            // Registered mid-sleep and switched in unseen: the registration time is not the start.
+            Some(k) if t.flags & THREAD_START_PROVISIONAL != 0 && k < measured => k,
+            _ => measured,
+        }
+    } else if let Some(k) = kernel_slice {
+        t.unseen_switch_ins += 1;
+        if t.runnable_since_ns != 0 {
+            let start = now.saturating_sub(k);
+            t.wait_ns += start.saturating_sub(t.runnable_since_ns);
+            t.runnable_since_ns = 0;
+        }
+        k
+    } else {
+        count(counters::SLICE_LOST);
+        0
+    };
+    t.oncpu_ns += slice;
+    t.switched_in_ns = 0;
+    t.flags &= !THREAD_START_PROVISIONAL;
+    if known {
+        t.last_out_runtime_ns = runtime;
+        t.flags |= THREAD_RUNTIME_KNOWN;
+    }
 }
 
 #[tracepoint]
@@ -101,11 +213,9 @@ pub fn sched_wakeup_new(ctx: TracePointContext) -> u32 {
 
 /// A traced thread was put on a run queue: its wait starts now.
 fn mark_runnable(ctx: &TracePointContext, pid_offset: u32) -> Result<(), i64> {
-    let tid: i32 = field(ctx, pid_offset)?;
-    if let Some(t) = THREADS.get_ptr_mut(tid as u32) {
-        let now = now_ns();
-        // SAFETY: see try_sched_switch.
-        unsafe { (*t).runnable_since_ns = now };
+    let tid = field_u32(ctx, pid_offset)?;
+    if let Some(t) = thread(tid) {
+        t.runnable_since_ns = now_ns();
     }
     Ok(())
 }
@@ -126,22 +236,41 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let off = offsets();
-    let flags: u64 = field(ctx, off.newtask_clone_flags)?;
+    let flags = field_u64(ctx, off.newtask_clone_flags)?;
     if flags & CLONE_THREAD == 0 {
         // A child process, not a thread of the target: not traced (pass its pid to trace it).
         return Ok(());
     }
-    let tid: i32 = field(ctx, off.newtask_pid)?;
-    let now = now_ns();
-    let stats = ThreadStats {
-        tgid,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        comm: bpf_get_current_comm().unwrap_or_default(),
-        ..ThreadStats::default()
-    };
-    if THREADS.insert(tid as u32, stats, 0).is_err() {
+    let tid = field_u32(ctx, off.newtask_pid)?;
+    let Some(next) = NEXT_SLOT.get_ptr_mut(0) else { return Ok(()) };
+    // An atomic fetch-add (BPF_ATOMIC | BPF_FETCH, ISA v3). Rust's AtomicU64::fetch_add is not
+    // offered on the BPF target, which lacks compare-and-swap, so the intrinsic is used directly.
+    // SeqCst, not Relaxed: LLVM 22 lowers a relaxed add to the non-fetch form even when its
+    // result is used, handing every thread the same slot.
+    // SAFETY: a valid, aligned u64 in a map; other CPUs allocate through the same instruction.
+    let slot = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(next, 1) } as u32;
+    let Some(stats) = THREADS.get_ptr_mut(slot) else {
         count(counters::THREAD_MAP_FULL);
+        return Ok(());
+    };
+    let now = now_ns();
+    // SAFETY: the slot was just taken by this program run and nobody else writes it yet.
+    unsafe {
+        *stats = ThreadStats {
+            tgid,
+            tid,
+            // A new task's runtime starts at zero (__sched_fork).
+            flags: THREAD_RUNTIME_KNOWN,
+            first_seen_ns: now,
+            last_seen_ns: now,
+            comm: bpf_get_current_comm().unwrap_or_default(),
+            ..ThreadStats::default()
+        }
+    };
+    // Published last, so the other programs never see a half-written slot.
+    if let Some(entry) = SLOTS.get_ptr_mut(tid) {
+        // SAFETY: a valid element of SLOTS.
+        unsafe { *entry = slot + 1 };
     }
     Ok(())
 }
@@ -150,10 +279,8 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     // The exiting thread is the current task. Its entry is kept: its counters belong to the trace.
     let (_, tid) = current_ids();
-    if let Some(t) = THREADS.get_ptr_mut(tid) {
+    if let Some(t) = thread(tid) {
         let now = now_ns();
-        // SAFETY: see try_sched_switch.
-        let t = unsafe { &mut *t };
         t.flags |= THREAD_EXITED;
         t.exit_ns = now;
         t.last_seen_ns = now;

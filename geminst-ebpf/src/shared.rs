@@ -1,6 +1,7 @@
 //! Maps and helpers used by more than one hook family.
 
 use aya_ebpf::{
+    EbpfContext,
     macros::map,
     maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
@@ -42,9 +43,10 @@ pub fn is_target(tgid: u32) -> bool {
     unsafe { TARGETS.get(tgid).is_some() }
 }
 
-/// Reads a tracepoint field at an offset found in the format file, counting failures.
+/// Reads a tracepoint field at an offset found in the format file, with bpf_probe_read_kernel.
+/// For offsets `direct!` does not cover; counts failures.
 #[inline(always)]
-pub fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i64> {
+fn probe_field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i64> {
     // SAFETY: the offset comes from the tracepoint's own format file; the helper checks the read.
     match unsafe { ctx.read_at::<T>(offset as usize) } {
         Ok(v) => Ok(v),
@@ -55,8 +57,59 @@ pub fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i64> {
     }
 }
 
-/// Reads an unsigned integer field whose width (4 or 8 bytes) depends on the kernel.
+/// A direct load from the tracepoint record, which the verifier allows only at an offset that is
+/// a constant in the instruction, while ours come from the format file at load time. So this is a
+/// `match` over every aligned offset a field of these tracepoints can have, each arm one load with
+/// the offset as its immediate (inline assembly, because LLVM would otherwise merge the arms into
+/// an adjusted context pointer, which the verifier refuses). The offsets live in a frozen read-only
+/// global: the verifier knows their values, proves every other arm dead and hard-wires the branch,
+/// leaving one load where a helper call would cost tens of nanoseconds on every context switch of
+/// the machine.
+macro_rules! direct {
+    ($ctx:expr, $offset:expr, $t:ty, $width:literal, $($o:literal)*) => {
+        direct_at!($ctx.as_ptr(), $offset, $t, $width, probe_field::<$t>($ctx, $offset), $($o)*)
+    };
+}
+
+/// A load at `base + offset` with the offset as the instruction's immediate, for an offset known
+/// to the verifier but not to the compiler (see `direct!`); `$fallback` for offsets not listed.
+macro_rules! direct_at {
+    ($base:expr, $offset:expr, $t:ty, $width:literal, $fallback:expr, $($o:literal)*) => {{
+        let base = $base;
+        match $offset {
+            $($o => {
+                let v: u64;
+                // SAFETY: an aligned load inside the record; the verifier checks it again.
+                unsafe {
+                    core::arch::asm!(
+                        concat!("{v} = *(", $width, " *)({base} + ", stringify!($o), ")"),
+                        v = out(reg) v,
+                        base = in(reg) base,
+                        options(readonly, nostack, preserves_flags),
+                    )
+                };
+                Ok(v as $t)
+            })*
+            _ => $fallback,
+        }
+    }};
+}
+pub(crate) use direct_at;
+
+/// A 4-byte tracepoint field (pid_t, int, unsigned int).
+#[inline(always)]
+pub fn field_u32(ctx: &TracePointContext, offset: u32) -> Result<u32, i64> {
+    direct!(ctx, offset, u32, "u32", 8 12 16 20 24 28 32 36 40 44 48 52 56 60 64 68 72 76 80)
+}
+
+/// An 8-byte tracepoint field (long, u64, pointers).
+#[inline(always)]
+pub fn field_u64(ctx: &TracePointContext, offset: u32) -> Result<u64, i64> {
+    direct!(ctx, offset, u64, "u64", 8 16 24 32 40 48 56 64 72 80)
+}
+
+/// An unsigned integer field whose width (4 or 8 bytes) depends on the kernel.
 #[inline(always)]
 pub fn field_uint(ctx: &TracePointContext, offset: u32, size: u32) -> Result<u64, i64> {
-    if size == 8 { field::<u64>(ctx, offset) } else { field::<u32>(ctx, offset).map(u64::from) }
+    if size == 8 { field_u64(ctx, offset) } else { field_u32(ctx, offset).map(u64::from) }
 }

@@ -1,1 +1,339 @@
-//! Integration tests of the trace capability.
+//! Integration tests of `geminst trace`: figures checked against the kernel's own per-thread
+//! accounting in /proc, files read back with pyarrow, errors, and nothing left attached.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::Path,
+    process::{ChildStdin, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::util::{self, Guard, Lines};
+
+/// The burn workload: threads burning known amounts of CPU, parked until told to exit.
+struct Burn {
+    guard: Guard,
+    stdin: ChildStdin,
+    stdout: Lines,
+}
+
+impl Burn {
+    fn start(ms: &[u64]) -> Self {
+        let mut child = Command::new(util::workload())
+            .arg("burn")
+            .args(ms.iter().map(|m| m.to_string()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = Lines::new(child.stdout.take().unwrap());
+        let burn = Self { guard: Guard::new(child), stdin, stdout };
+        burn.stdout.expect(Duration::from_secs(10), "`ready` from burn", |l| l == "ready");
+        burn
+    }
+
+    fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// Starts the threads and waits until all have burned; returns their tids in order.
+    fn go(&mut self) -> Vec<u32> {
+        writeln!(self.stdin, "go").unwrap();
+        let line =
+            self.stdout.expect(Duration::from_secs(60), "`burned` from burn", |l| l.starts_with("burned"));
+        line.split_whitespace().skip(1).map(|t| t.parse().unwrap()).collect()
+    }
+
+    fn exit(mut self) {
+        writeln!(self.stdin, "exit").unwrap();
+        let status = self.guard.wait(Duration::from_secs(10));
+        assert!(status.success());
+    }
+}
+
+/// (on-CPU ns, run-queue wait ns) from /proc/PID/task/TID/schedstat.
+fn schedstat(pid: u32, tid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).unwrap();
+    let f: Vec<u64> = s.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (f[0], f[1])
+}
+
+/// (voluntary, involuntary) context switches from /proc/PID/task/TID/status.
+fn ctxt_switches(pid: u32, tid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    let get =
+        |key: &str| -> u64 { s.lines().find_map(|l| l.strip_prefix(key)).unwrap().trim().parse().unwrap() };
+    (get("voluntary_ctxt_switches:"), get("nonvoluntary_ctxt_switches:"))
+}
+
+/// Starts `geminst trace` and waits until it says it is tracing.
+fn start_trace(pids: &[u32], out: &Path, extra: &[&str]) -> (Guard, Lines, Lines) {
+    let mut cmd = Command::new(util::geminst());
+    cmd.arg("trace");
+    for p in pids {
+        cmd.args(["--pid", &p.to_string()]);
+    }
+    cmd.arg("--out").arg(out).args(extra);
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let stdout = Lines::new(child.stdout.take().unwrap());
+    let stderr = Lines::new(child.stderr.take().unwrap());
+    let guard = Guard::new(child);
+    stderr.expect(Duration::from_secs(30), "the tracer's `tracing` line", |l| {
+        l.starts_with("geminst: tracing")
+    });
+    (guard, stdout, stderr)
+}
+
+fn rows_by_tid(rows: &[serde_json::Value]) -> BTreeMap<u64, &serde_json::Value> {
+    rows.iter().map(|r| (r["tid"].as_u64().unwrap(), r)).collect()
+}
+
+fn rel_err(measured: u64, truth: u64) -> f64 {
+    (measured as f64 - truth as f64).abs() / truth as f64
+}
+
+/// Names of loaded BPF programs, from bpftool (an independent view of the kernel).
+fn loaded_programs() -> Vec<String> {
+    let out = Command::new("bpftool").args(["prog", "list", "--json"]).output().unwrap();
+    assert!(out.status.success(), "bpftool failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().iter().filter_map(|p| p["name"].as_str().map(str::to_string)).collect()
+}
+
+/// Our programs as bpftool shows them (names are cut to 15 characters by the kernel).
+const OUR_PROGRAMS: &[&str] =
+    &["sched_switch", "sched_wakeup", "sched_wakeup_ne", "task_newtask", "sched_process_e"];
+
+fn ours_loaded() -> Vec<String> {
+    loaded_programs().into_iter().filter(|n| OUR_PROGRAMS.contains(&n.as_str())).collect()
+}
+
+#[test]
+fn root_trace_cpu_and_switches_match_proc() {
+    if !util::root_or_skip("root_trace_cpu_and_switches_match_proc") {
+        return;
+    }
+    let _g = util::serial();
+    let out = util::temp_dir("trace-accuracy");
+    let amounts = [150u64, 300, 450, 600];
+    let mut burn = Burn::start(&amounts);
+    let pid = burn.pid();
+    let (mut tracer, stdout, _stderr) = start_trace(&[pid], &out, &[]);
+    let main_before = schedstat(pid, pid);
+    let main_ctxt_before = ctxt_switches(pid, pid);
+
+    // The threads are created after the trace started: following them is part of the test.
+    let tids = burn.go();
+    let after: Vec<((u64, u64), (u64, u64))> =
+        tids.iter().map(|&t| (schedstat(pid, t), ctxt_switches(pid, t))).collect();
+    let main_after = schedstat(pid, pid);
+    let main_ctxt_after = ctxt_switches(pid, pid);
+
+    // Stop the trace while every thread is parked, so nothing moves between the two views.
+    tracer.signal(libc::SIGINT);
+    let status = tracer.wait(Duration::from_secs(30));
+    assert!(status.success(), "trace failed: {status}");
+    let printed = stdout.rest(Duration::from_secs(5));
+    burn.exit();
+
+    let (schema, rows) = util::read_parquet(&out.join("threads.parquet"));
+    let names: Vec<String> = schema.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names, util::documented_columns("threads.parquet"), "columns differ from docs/schema.md");
+    let by_tid = rows_by_tid(&rows);
+    assert_eq!(rows.len(), amounts.len() + 1, "main thread plus one per burner: {rows:#?}");
+
+    let mut truth_total = main_after.0 - main_before.0;
+    let mut geminst_total = by_tid[&(pid as u64)]["oncpu_ns"].as_u64().unwrap();
+    for (i, &tid) in tids.iter().enumerate() {
+        let row = by_tid[&(tid as u64)];
+        let ((oncpu, wait), (vol, invol)) = after[i];
+        let got = row["oncpu_ns"].as_u64().unwrap();
+        assert!(
+            rel_err(got, oncpu) <= 0.01,
+            "thread {tid}: geminst {got} ns on CPU, schedstat {oncpu} ns ({:.3}% off)",
+            100.0 * rel_err(got, oncpu)
+        );
+        // It burned at least what it was asked to (its own clock says so).
+        assert!(got >= amounts[i] * 1_000_000 * 99 / 100, "thread {tid}: {got} ns < {} ms", amounts[i]);
+        // The kernel counts each switch in exactly one of nvcsw/nivcsw; so does geminst.
+        assert_eq!(row["voluntary_switches"].as_u64().unwrap(), vol, "thread {tid} voluntary switches");
+        assert_eq!(row["involuntary_switches"].as_u64().unwrap(), invol, "thread {tid} involuntary switches");
+        // schedstat's second field is the run-queue wait (sched_info run_delay).
+        let got_wait = row["wait_ns"].as_u64().unwrap();
+        assert!(
+            got_wait.abs_diff(wait) <= wait / 20 + 1_000_000,
+            "thread {tid}: geminst wait {got_wait} ns, schedstat {wait} ns"
+        );
+        assert!(!row["seen_at_start"].as_bool().unwrap(), "thread {tid} was created during the trace");
+        assert!(row["exit_ns"].is_null());
+        assert_eq!(row["comm"].as_str().unwrap(), format!("burn-{i}"));
+        truth_total += oncpu;
+        geminst_total += got;
+    }
+    assert!(
+        rel_err(geminst_total, truth_total) <= 0.01,
+        "process: geminst {geminst_total} ns, schedstat {truth_total} ns"
+    );
+    let main = by_tid[&(pid as u64)];
+    assert!(main["seen_at_start"].as_bool().unwrap());
+    let (mv, mi) = main_ctxt_after;
+    assert!(main["voluntary_switches"].as_u64().unwrap() <= mv - main_ctxt_before.0 + 2);
+    assert!(main["involuntary_switches"].as_u64().unwrap() <= mi - main_ctxt_before.1 + 2);
+
+    // The printed table shows the same values the file holds (ms with three decimals).
+    for row in &rows {
+        let tid = row["tid"].as_u64().unwrap().to_string();
+        let line = printed
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(tid.as_str()))
+            .unwrap_or_else(|| panic!("no summary line for tid {tid}: {printed:#?}"));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let ms = |ns: u64| format!("{}.{:03}", ns / 1_000_000, ns / 1_000 % 1_000);
+        assert_eq!(f[3], ms(row["oncpu_ns"].as_u64().unwrap()), "{line}");
+        assert_eq!(f[4], row["voluntary_switches"].as_u64().unwrap().to_string(), "{line}");
+        assert_eq!(f[5], row["involuntary_switches"].as_u64().unwrap().to_string(), "{line}");
+        assert_eq!(f[6], ms(row["wait_ns"].as_u64().unwrap()), "{line}");
+    }
+
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["stopped_by"], "signal");
+    assert_eq!(run["lost"]["ebpf.thread_map_full"], 0);
+    assert_eq!(run["lost"]["ebpf.field_read_failed"], 0);
+    assert!(run["trace"]["tracepoint_offsets"]["sched_switch.next_pid"].as_u64().unwrap() > 0);
+    assert!(!out.join("threads.parquet.tmp").exists());
+}
+
+#[test]
+fn root_trace_keeps_counters_of_a_target_that_exits() {
+    if !util::root_or_skip("root_trace_keeps_counters_of_a_target_that_exits") {
+        return;
+    }
+    let _g = util::serial();
+    let out = util::temp_dir("trace-target-exits");
+    let mut burn = Burn::start(&[200, 200]);
+    let pid = burn.pid();
+    // A long duration: the trace must end because the target exits, not because time ran out.
+    let (mut tracer, _stdout, _stderr) = start_trace(&[pid], &out, &["--duration", "60"]);
+    let started = Instant::now();
+    let tids = burn.go();
+    burn.exit();
+    let status = tracer.wait(Duration::from_secs(20));
+    assert!(status.success());
+    assert!(started.elapsed() < Duration::from_secs(20), "the trace did not stop when its target exited");
+
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["stopped_by"], "target_exited");
+    assert_eq!(run["trace"]["exited"][0]["pid"], pid);
+    assert!(
+        run["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains(&format!("target {pid} exited"))),
+        "{run:#}"
+    );
+    let (_, rows) = util::read_parquet(&out.join("threads.parquet"));
+    let by_tid = rows_by_tid(&rows);
+    for tid in tids {
+        let row = by_tid[&(tid as u64)];
+        assert!(row["oncpu_ns"].as_u64().unwrap() >= 198_000_000, "{row}");
+        assert!(row["exit_ns"].as_u64().unwrap() >= row["first_seen_ns"].as_u64().unwrap(), "{row}");
+    }
+    assert!(by_tid[&(pid as u64)]["exit_ns"].is_u64(), "the main thread exited too");
+    assert!(ours_loaded().is_empty(), "programs left loaded: {:?}", ours_loaded());
+}
+
+#[test]
+fn root_trace_stops_at_duration_and_leaves_nothing_attached() {
+    if !util::root_or_skip("root_trace_stops_at_duration_and_leaves_nothing_attached") {
+        return;
+    }
+    let _g = util::serial();
+    assert!(ours_loaded().is_empty(), "programs loaded before the test: {:?}", ours_loaded());
+    let out = util::temp_dir("trace-duration");
+    let burn = Burn::start(&[10]);
+    let (mut tracer, _stdout, _stderr) = start_trace(&[burn.pid()], &out, &["--duration", "1"]);
+    assert!(!ours_loaded().is_empty(), "bpftool does not see the programs while tracing");
+    let status = tracer.wait(Duration::from_secs(15));
+    assert!(status.success());
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["stopped_by"], "duration");
+    let traced =
+        run["trace"]["end_mono_ns"].as_u64().unwrap() - run["trace"]["start_mono_ns"].as_u64().unwrap();
+    assert!((900_000_000..3_000_000_000).contains(&traced), "traced {traced} ns for --duration 1");
+    assert!(ours_loaded().is_empty(), "programs left loaded: {:?}", ours_loaded());
+
+    // Killed outright, the tracer still leaves nothing behind: the kernel drops programs whose
+    // last descriptor closes, which is why geminst pins nothing.
+    let (tracer, _stdout, _stderr) = start_trace(&[burn.pid()], &util::temp_dir("trace-killed"), &[]);
+    tracer.signal(libc::SIGKILL);
+    drop(tracer);
+    assert!(
+        util::wait_until(Duration::from_secs(5), || ours_loaded().is_empty()),
+        "programs left loaded after SIGKILL: {:?}",
+        ours_loaded()
+    );
+    burn.exit();
+}
+
+#[test]
+fn root_trace_mounts_tracefs_when_missing() {
+    if !util::root_or_skip("root_trace_mounts_tracefs_when_missing") {
+        return;
+    }
+    let _g = util::serial();
+    let events = Path::new("/sys/kernel/tracing/events");
+    if events.is_dir() {
+        let status = Command::new("umount").arg("/sys/kernel/tracing").status().unwrap();
+        assert!(status.success(), "could not unmount tracefs to set up the test");
+    }
+    assert!(!events.is_dir());
+    let out = util::temp_dir("trace-tracefs");
+    let burn = Burn::start(&[10]);
+    let (mut tracer, _stdout, _stderr) = start_trace(&[burn.pid()], &out, &["--duration", "0.5"]);
+    assert!(tracer.wait(Duration::from_secs(15)).success());
+    assert!(events.is_dir(), "tracefs is not mounted after the trace");
+    burn.exit();
+}
+
+#[test]
+fn trace_unknown_pid_exits_2() {
+    // pid_max is at most 2^22, so this pid cannot exist; no root needed to learn that.
+    let out = Command::new(util::geminst()).args(["trace", "--pid", "4194305"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no process with pid 4194305"), "{err}");
+}
+
+#[test]
+fn trace_refuses_without_root() {
+    let me = std::process::id().to_string();
+    let out = if util::is_root() {
+        // Drop to nobody for this one command.
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(util::geminst())
+            .args(["trace", "--pid", &me, "--out", "/tmp/geminst-never-written"])
+            .output()
+            .unwrap()
+    } else {
+        Command::new(util::geminst()).args(["trace", "--pid", &me]).output().unwrap()
+    };
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs root") && err.contains("sudo"), "{err}");
+}
+
+#[test]
+fn trace_rejects_a_bad_duration() {
+    let me = std::process::id().to_string();
+    let out =
+        Command::new(util::geminst()).args(["trace", "--pid", &me, "--duration", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--duration"));
+}

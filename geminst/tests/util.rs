@@ -20,13 +20,9 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// An example binary of the geminst package (cargo builds examples for integration tests).
-pub fn example(name: &str) -> PathBuf {
-    // The test binary lives in target/<profile>/deps; examples in target/<profile>/examples.
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(path.is_file(), "example {name} not built at {}", path.display());
-    path
+/// The geminst-workload binary (known workloads: burn, pingpong, read).
+pub fn workload() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_geminst-workload"))
 }
 
 /// The Python of the virtual environment `cargo xtask setup` creates (pyarrow, duckdb, peers).
@@ -200,5 +196,81 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The column names docs/schema.md lists for `file` (the first cell of each row of the table
+/// under the heading `## <file>`).
+pub fn documented_columns(file: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(repo_root().join("docs/schema.md")).unwrap();
+    let heading = format!("## {file}");
+    let section = doc.split(&heading).nth(1).unwrap_or_else(|| panic!("docs/schema.md has no `{heading}`"));
+    let section = section.split("\n## ").next().unwrap();
+    section
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .skip(2) // header and separator rows
+        .map(|l| l.trim_matches('|').split('|').next().unwrap().trim().to_string())
+        .collect()
+}
+
+/// Reads a Parquet file with pyarrow (an independent reader) and returns its schema as
+/// (name, arrow type) pairs and its rows as JSON objects.
+pub fn read_parquet(path: &Path) -> (Vec<(String, String)>, Vec<serde_json::Value>) {
+    let script = r#"
+import json, sys
+import pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+print(json.dumps({"schema": [[f.name, str(f.type)] for f in t.schema], "rows": t.to_pylist()}))
+"#;
+    let out = python(script, &[path.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let schema = v["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
+        .collect();
+    (schema, v["rows"].as_array().unwrap().clone())
+}
+
+/// A child's output lines, read on a thread, handed over with timeouts.
+pub struct Lines(std::sync::mpsc::Receiver<String>);
+
+impl Lines {
+    pub fn new<R: Read + Send + 'static>(reader: R) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self(rx)
+    }
+
+    /// The next line satisfying `pred`, within `timeout` (panics otherwise, with what was seen).
+    pub fn expect(&self, timeout: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            match self.0.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if pred(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no {what} within {timeout:?}; saw: {seen:#?}"),
+            }
+        }
+    }
+
+    /// Everything until the stream closes (or `timeout`).
+    pub fn rest(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while let Ok(line) = self.0.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            out.push(line);
+        }
+        out
     }
 }

@@ -22,6 +22,8 @@ pub struct ThreadRow {
     pub seen_at_start: bool,
     /// When the thread exited, if it did during the trace.
     pub exit_ns: Option<u64>,
+    /// Slices whose switch in the kernel did not report; measured with its runtime accounting.
+    pub unseen_switch_ins: u64,
 }
 
 pub const FILE: &str = "threads.parquet";
@@ -38,6 +40,7 @@ pub fn write(dir: &Path, rows: &[ThreadRow]) -> Result<()> {
         .u64("first_seen_ns", rows.iter().map(|r| r.first_seen_ns))
         .u64("last_seen_ns", rows.iter().map(|r| r.last_seen_ns))
         .bool("seen_at_start", rows.iter().map(|r| r.seen_at_start))
-        .opt_u64("exit_ns", rows.iter().map(|r| r.exit_ns));
+        .opt_u64("exit_ns", rows.iter().map(|r| r.exit_ns))
+        .u64("unseen_switch_ins", rows.iter().map(|r| r.unseen_switch_ins));
     t.write(&dir.join(FILE))
 }

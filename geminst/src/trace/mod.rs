@@ -4,6 +4,7 @@
 //!
 //! The public face is [`Tracer`] (start, poll, stop) for `run`, and [`command`] for the CLI.
 
+mod btf;
 mod probes;
 pub mod procfs;
 mod summary;
@@ -78,6 +79,8 @@ pub struct TraceOutput {
     /// Targets that exited during the trace, with the time it was noticed.
     pub exited: Vec<(u32, u64)>,
     pub offsets: BTreeMap<&'static str, u32>,
+    /// Why the kernel's BTF gave no offset for the task runtime, if it did not.
+    pub btf_problem: Option<String>,
 }
 
 use std::collections::BTreeMap;
@@ -116,6 +119,9 @@ impl Tracer {
         for t in &targets {
             probes.add_target(t.pid)?;
         }
+        // Room for the threads there now, and for some created before attach completes.
+        let existing: usize = targets.iter().map(|t| t.tasks().len()).sum();
+        probes.reserve_slots(existing as u32 + 256)?;
         // Attach before listing threads: a thread created from here on is caught by task_newtask,
         // one created before is in /proc when it is listed.
         probes.attach()?;
@@ -123,7 +129,8 @@ impl Tracer {
         for t in &targets {
             for tid in t.tasks() {
                 let comm = procfs::comm(t.pid, tid).unwrap_or_default();
-                probes.add_thread(t.pid, tid, clock::monotonic_ns(), &comm)?;
+                let runtime = procfs::runtime_ns(t.pid, tid);
+                probes.add_thread(t.pid, tid, clock::monotonic_ns(), runtime, &comm)?;
             }
         }
         Ok(Self { probes, targets, exited: Vec::new(), offsets, start_ns })
@@ -164,18 +171,38 @@ impl Tracer {
     }
 
     fn rows(&self, now_ns: u64, live: bool) -> Result<Vec<ThreadRow>> {
-        use geminst_common::sched::{THREAD_EXITED, THREAD_SEEN_AT_START};
+        use geminst_common::sched::{
+            THREAD_EXITED, THREAD_RUNTIME_KNOWN, THREAD_SEEN_AT_START, THREAD_START_PROVISIONAL,
+        };
         let mut rows: Vec<ThreadRow> = self
             .probes
             .threads()?
             .into_iter()
-            .map(|(tid, s)| {
+            .map(|s| {
+                let tid = s.tid;
                 let exited = s.flags & THREAD_EXITED != 0;
-                // A thread on a CPU now has its current slice counted up to now.
-                let running = if s.switched_in_ns != 0 && now_ns > s.switched_in_ns {
-                    now_ns - s.switched_in_ns
-                } else {
+                // The kernel's runtime growth since the thread's last switch out: zero for a
+                // thread off CPU, the running slice (as of the scheduler's last update) otherwise.
+                let growth = (!exited && s.flags & THREAD_RUNTIME_KNOWN != 0)
+                    .then(|| procfs::runtime_ns(s.tgid, tid))
+                    .flatten()
+                    .map(|rt| rt.saturating_sub(s.last_out_runtime_ns));
+                let mut unseen = s.unseen_switch_ins;
+                // The current slice, if the thread is on a CPU now, counted up to now.
+                let running = if exited {
                     0
+                } else if s.switched_in_ns != 0 {
+                    let measured = now_ns.saturating_sub(s.switched_in_ns);
+                    match growth {
+                        // Registered while asleep and not run since: no slice at all.
+                        Some(k) if s.flags & THREAD_START_PROVISIONAL != 0 => measured.min(k),
+                        _ => measured,
+                    }
+                } else {
+                    // On a CPU since a switch in that was not reported, or off CPU (growth 0).
+                    let k = growth.unwrap_or(0);
+                    unseen += u64::from(k > 0);
+                    k
                 };
                 let comm = if exited || !live { None } else { procfs::comm(s.tgid, tid) };
                 ThreadRow {
@@ -190,6 +217,7 @@ impl Tracer {
                     last_seen_ns: if running > 0 { now_ns } else { s.last_seen_ns },
                     seen_at_start: s.flags & THREAD_SEEN_AT_START != 0,
                     exit_ns: exited.then_some(s.exit_ns),
+                    unseen_switch_ins: unseen,
                 }
             })
             .collect();
@@ -206,7 +234,7 @@ impl Tracer {
             .probes
             .threads()?
             .into_iter()
-            .filter_map(|(tid, s)| procfs::comm(s.tgid, tid).map(|c| (tid, c)))
+            .filter_map(|s| procfs::comm(s.tgid, s.tid).map(|c| (s.tid, c)))
             .collect();
         let end_ns = clock::monotonic_ns();
         self.probes.detach()?;
@@ -227,6 +255,7 @@ impl Tracer {
             end_ns,
             exited: self.exited.clone(),
             offsets: self.offsets.describe(),
+            btf_problem: self.offsets.btf_problem.clone(),
         })
     }
 }
@@ -306,6 +335,20 @@ fn write_outputs(
         info.notes.push(format!(
             "target {pid} exited during the trace ({:.3} s in); counters up to its exit are kept",
             (at.saturating_sub(output.start_ns)) as f64 / 1e9
+        ));
+    }
+    if let Some(problem) = &output.btf_problem {
+        info.notes.push(format!(
+            "the kernel's BTF gave no offset for task_struct.se.sum_exec_runtime ({problem}): slices \
+             whose switch in the kernel did not report are not measured (lost.ebpf.slice_lost)"
+        ));
+    }
+    let unseen: u64 = output.threads.iter().map(|t| t.unseen_switch_ins).sum();
+    if unseen > 0 {
+        info.notes.push(format!(
+            "{unseen} slices began with a switch in that this kernel did not report (it suppresses \
+             tracepoints in the context of some tasks); their on-CPU time is the kernel's own \
+             runtime accounting (threads.parquet column unseen_switch_ins)"
         ));
     }
     #[derive(Serialize)]

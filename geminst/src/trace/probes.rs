@@ -6,19 +6,16 @@ use std::{collections::BTreeMap, os::fd::OwnedFd};
 use anyhow::{Context, Result};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
     programs::TracePoint,
 };
 use geminst_common::{
     counters,
-    sched::{SchedOffsets, ThreadStats},
+    sched::{MAX_THREADS, SchedOffsets, ThreadStats},
 };
 use serde::Serialize;
 
-use super::tracefs::Format;
-
-/// bpf_map_update_elem flag: fail if the key exists (include/uapi/linux/bpf.h).
-const BPF_NOEXIST: u64 = 1;
+use super::{btf::Btf, tracefs::Format};
 
 /// The object built from geminst-ebpf by build.rs: always the current sources.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("GEMINST_EBPF_OBJECT"));
@@ -33,10 +30,11 @@ pub const PROGRAMS: &[(&str, &str, &str)] = &[
 ];
 
 /// Offsets handed to the programs, read from this kernel's format files.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Offsets {
-    #[serde(skip)]
     pub sched: SchedOffsets,
+    /// Why the kernel's BTF could not give `task_struct.se.sum_exec_runtime`, if it could not.
+    pub btf_problem: Option<String>,
 }
 
 impl Offsets {
@@ -50,7 +48,7 @@ impl Offsets {
         // Checked for existence only: the exit program reads no field.
         Format::read("sched", "sched_process_exit")?;
         let prev_state = switch.field_sized("prev_state", &[4, 8])?;
-        let sched = SchedOffsets {
+        let mut sched = SchedOffsets {
             switch_prev_state: prev_state.offset,
             switch_prev_state_size: prev_state.size,
             switch_next_pid: switch.field_sized("next_pid", &[4])?.offset,
@@ -58,9 +56,20 @@ impl Offsets {
             wakeup_new_pid: wakeup_new.field_sized("pid", &[4])?.offset,
             newtask_pid: newtask.field_sized("pid", &[4])?.offset,
             newtask_clone_flags: newtask.field_sized("clone_flags", &[8])?.offset,
-            _pad: 0,
+            task_sum_exec_runtime: 0,
         };
-        Ok(Self { sched })
+        // Optional: without it, a slice whose switch in the kernel did not report is lost (and
+        // counted) instead of measured.
+        let runtime =
+            Btf::vmlinux().and_then(|btf| btf.offset_of("task_struct", &["se", "sum_exec_runtime"]));
+        let btf_problem = match runtime {
+            Ok(offset) => {
+                sched.task_sum_exec_runtime = offset;
+                None
+            }
+            Err(e) => Some(format!("{e:#}")),
+        };
+        Ok(Self { sched, btf_problem })
     }
 
     /// The offsets as recorded in run.json.
@@ -74,6 +83,7 @@ impl Offsets {
             ("sched_wakeup_new.pid", s.wakeup_new_pid),
             ("task_newtask.pid", s.newtask_pid),
             ("task_newtask.clone_flags", s.newtask_clone_flags),
+            ("task_struct.se.sum_exec_runtime", s.task_sum_exec_runtime),
         ])
     }
 }
@@ -91,6 +101,10 @@ pub struct ProgramStats {
 pub struct Probes {
     ebpf: Ebpf,
     attached: bool,
+    /// Slots below this are userspace's, for threads that exist at the start.
+    reserved_slots: u32,
+    /// The next of those to hand out.
+    next_user_slot: u32,
     /// Holds kernel BPF run-time statistics on while the trace runs (`--bpf-stats`).
     stats: Option<OwnedFd>,
 }
@@ -98,11 +112,27 @@ pub struct Probes {
 impl Probes {
     /// Loads the object with this kernel's offsets. Nothing is attached yet.
     pub fn load(offsets: &Offsets) -> Result<Self> {
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or(geminst_common::sched::DEFAULT_PID_MAX);
         let ebpf = EbpfLoader::new()
             .override_global("SCHED_OFFSETS", &offsets.sched, true)
+            .map_max_entries("SLOTS", pid_max)
             .load(OBJECT)
             .context("loading geminst's eBPF object into the kernel")?;
-        Ok(Self { ebpf, attached: false, stats: None })
+        Ok(Self { ebpf, attached: false, reserved_slots: 0, next_user_slot: 0, stats: None })
+    }
+
+    /// Keeps the first `n` thread slots for `add_thread`; threads created from now on take the
+    /// slots after them. Call once, before `attach`.
+    pub fn reserve_slots(&mut self, n: u32) -> Result<()> {
+        let n = n.min(MAX_THREADS);
+        let mut next: Array<&mut MapData, u64> =
+            Array::try_from(self.ebpf.map_mut("NEXT_SLOT").context("map NEXT_SLOT")?)?;
+        next.set(0, u64::from(n), 0).context("setting NEXT_SLOT")?;
+        self.reserved_slots = n;
+        Ok(())
     }
 
     /// Turns on the kernel's per-program run-time statistics for as long as the probes live.
@@ -122,32 +152,53 @@ impl Probes {
     }
 
     /// Adds a thread that already exists, unless the programs already know it. Its current slice
-    /// counts from `now_ns`: a thread not on a CPU now must be switched in before it can be
-    /// switched out, which restarts the slice, so this never over-counts.
-    pub fn add_thread(&mut self, tgid: u32, tid: u32, now_ns: u64, comm: &str) -> Result<()> {
-        let mut threads: BpfHashMap<&mut MapData, u32, ThreadStats> =
-            BpfHashMap::try_from(self.ebpf.map_mut("THREADS").context("map THREADS")?)?;
+    /// counts provisionally from `now_ns` (right if it is on a CPU now; a switch in restarts it
+    /// otherwise), and `runtime_ns`, the kernel's runtime of the thread now (schedstat), lets the
+    /// programs tell the two cases apart when that switch in is not reported.
+    pub fn add_thread(
+        &mut self,
+        tgid: u32,
+        tid: u32,
+        now_ns: u64,
+        runtime_ns: Option<u64>,
+        comm: &str,
+    ) -> Result<()> {
+        let [slots, threads] = self.ebpf.maps_disjoint_mut(["SLOTS", "THREADS"]);
+        let mut slots: Array<&mut MapData, u32> = Array::try_from(slots.context("map SLOTS")?)?;
+        let mut threads: Array<&mut MapData, ThreadStats> = Array::try_from(threads.context("map THREADS")?)?;
+        if slots.get(&tid, 0).with_context(|| format!("reading SLOTS[{tid}]"))? != 0 {
+            // Already added by task_newtask between attach and this call.
+            return Ok(());
+        }
+        if self.next_user_slot >= self.reserved_slots {
+            anyhow::bail!(
+                "more threads appeared at the start than slots were reserved ({})",
+                self.reserved_slots
+            );
+        }
+        let slot = self.next_user_slot;
+        self.next_user_slot += 1;
         let mut name = [0u8; 16];
         let bytes = comm.as_bytes();
         let n = bytes.len().min(15);
         name[..n].copy_from_slice(&bytes[..n]);
+        use geminst_common::sched::{THREAD_RUNTIME_KNOWN, THREAD_SEEN_AT_START, THREAD_START_PROVISIONAL};
+        let known = if runtime_ns.is_some() { THREAD_RUNTIME_KNOWN } else { 0 };
         let stats = ThreadStats {
             tgid,
-            flags: geminst_common::sched::THREAD_SEEN_AT_START,
+            tid,
+            flags: THREAD_SEEN_AT_START | THREAD_START_PROVISIONAL | known,
             first_seen_ns: now_ns,
             last_seen_ns: now_ns,
             switched_in_ns: now_ns,
+            last_out_runtime_ns: runtime_ns.unwrap_or(0),
             comm: name,
             ..ThreadStats::default()
         };
-        match threads.insert(tid, stats, BPF_NOEXIST) {
-            Ok(()) => Ok(()),
-            // Already added by task_newtask between attach and this call.
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
-                Ok(())
-            }
-            Err(e) => Err(e).with_context(|| format!("adding thread {tid} to THREADS")),
-        }
+        threads.set(slot, stats, 0).with_context(|| format!("writing THREADS[{slot}]"))?;
+        // Published last, so the programs never see a half-written slot.
+        slots.set(tid, slot + 1, 0).with_context(|| format!("writing SLOTS[{tid}]"))?;
+        Ok(())
     }
 
     /// Loads every program into the kernel and attaches it to its tracepoint.
@@ -181,10 +232,20 @@ impl Probes {
     }
 
     /// Every traced thread's counters, exited ones included.
-    pub fn threads(&self) -> Result<Vec<(u32, ThreadStats)>> {
-        let threads: BpfHashMap<&MapData, u32, ThreadStats> =
-            BpfHashMap::try_from(self.ebpf.map("THREADS").context("map THREADS")?)?;
-        threads.iter().map(|r| r.context("reading THREADS")).collect()
+    pub fn threads(&self) -> Result<Vec<ThreadStats>> {
+        let next: Array<&MapData, u64> =
+            Array::try_from(self.ebpf.map("NEXT_SLOT").context("map NEXT_SLOT")?)?;
+        let used = next.get(&0, 0).context("reading NEXT_SLOT")?.min(u64::from(MAX_THREADS)) as u32;
+        let threads: Array<&MapData, ThreadStats> =
+            Array::try_from(self.ebpf.map("THREADS").context("map THREADS")?)?;
+        let mut out = Vec::new();
+        for slot in 0..used {
+            let t = threads.get(&slot, 0).with_context(|| format!("reading THREADS[{slot}]"))?;
+            if t.tid != 0 {
+                out.push(t);
+            }
+        }
+        Ok(out)
     }
 
     /// The kernel side's loss counters, summed over CPUs, by name.

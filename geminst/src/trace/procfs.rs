@@ -94,6 +94,13 @@ pub fn comm(pid: u32, tid: u32) -> Option<String> {
         .map(|s| s.trim_end_matches('\n').to_string())
 }
 
+/// The kernel's runtime of a thread in ns (first field of /proc/PID/task/TID/schedstat:
+/// `se.sum_exec_runtime`, as of the scheduler's last update), if it still exists.
+pub fn runtime_ns(pid: u32, tid: u32) -> Option<u64> {
+    let s = fs::read_to_string(proc_dir(pid).join(format!("task/{tid}/schedstat"))).ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
 /// Resident set size of a process in bytes, if it still exists.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let statm = fs::read_to_string(proc_dir(pid).join("statm")).ok()?;

@@ -1,0 +1,99 @@
+//! Benchmark: the cost of geminst's scheduler programs, from the kernel's own BPF statistics
+//! (run_time_ns / run_cnt), under a context-switch-heavy load, and the load's throughput traced
+//! vs untraced, alternating in one run. Needs root. `cargo bench -p geminst --bench trace_sched`.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+const ROUNDS: usize = 3;
+const SECS: &str = "3";
+
+/// Runs pingpong for SECS seconds; returns hand-offs per second.
+fn pingpong(trace: Option<&[&str]>) -> (f64, Option<serde_json::Value>) {
+    let workload = env!("CARGO_BIN_EXE_geminst-workload");
+    let out_dir = std::env::temp_dir().join(format!("geminst-bench-sched-{}", std::process::id()));
+    let child = Command::new(workload).args(["pingpong", SECS]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut tracer = trace.map(|extra| {
+        Command::new(env!("CARGO_BIN_EXE_geminst"))
+            .args(["trace", "--pid", &child.id().to_string(), "--bpf-stats", "--out"])
+            .arg(&out_dir)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    });
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let n: f64 = text.trim().strip_prefix("handoffs ").unwrap().parse().unwrap();
+    let run = tracer.as_mut().map(|t| {
+        t.wait().unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("run.json")).unwrap()).unwrap()
+    });
+    (n / SECS.parse::<f64>().unwrap(), run)
+}
+
+fn program(run: &serde_json::Value, name: &str) -> (u64, f64) {
+    let p = run["trace"]["programs"].as_array().unwrap().iter().find(|p| p["program"] == name).unwrap();
+    (p["run_count"].as_u64().unwrap(), p["ns_per_event"].as_f64().unwrap_or(f64::NAN))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("trace_sched needs root (it loads eBPF programs): run it as root");
+        std::process::exit(1);
+    }
+    let (mut base, mut traced, mut hit_ns, mut switch_events) = (vec![], vec![], vec![], vec![]);
+    for round in 0..ROUNDS {
+        let (b, _) = pingpong(None);
+        let (t, run) = pingpong(Some(&[]));
+        let run = run.unwrap();
+        let (count, ns) = program(&run, "sched_switch");
+        println!(
+            "round {round}: untraced {b:.0} hand-offs/s, traced {t:.0} hand-offs/s; sched_switch {count} events, {ns:.1} ns/event"
+        );
+        base.push(b);
+        traced.push(t);
+        hit_ns.push(ns);
+        switch_events.push(count as f64);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The miss path: the switch-heavy process is not the target, so every event is filtered out.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let out_dir = std::env::temp_dir().join(format!("geminst-bench-miss-{}", std::process::id()));
+    let mut tracer = Command::new(env!("CARGO_BIN_EXE_geminst"))
+        .args(["trace", "--pid", &sleeper.id().to_string(), "--bpf-stats", "--duration", "4", "--out"])
+        .arg(&out_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, _) = pingpong(None);
+    tracer.wait().unwrap();
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("run.json")).unwrap()).unwrap();
+    let (miss_count, miss_ns) = program(&run, "sched_switch");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    let (b, t) = (median(base), median(traced));
+    println!(
+        "\nsched_switch, traced process switching: {:.1} ns/event (median of {ROUNDS}; target <= 100)",
+        median(hit_ns)
+    );
+    println!("sched_switch, other processes switching: {miss_ns:.1} ns/event over {miss_count} events");
+    println!(
+        "pingpong hand-offs/s: untraced {b:.0}, traced {t:.0}: traced/untraced = {:.3} ({:.1}% slower)",
+        t / b,
+        100.0 * (1.0 - t / b)
+    );
+}
