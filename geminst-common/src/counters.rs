@@ -11,8 +11,30 @@ pub const FIELD_READ_FAILED: u32 = 1;
 /// was unreadable), so its on-CPU time is missing.
 pub const SLICE_LOST: u32 = 2;
 
+/// A connection could not be recorded: `CONNS` was full.
+pub const CONN_MAP_FULL: u32 = 3;
+/// A closed connection's record could not go out: the ring buffer was full. Its counters are lost.
+pub const CONN_EVENT_DROPPED: u32 = 4;
+/// A block request's latency could not be tracked: the in-flight map was full.
+pub const BLOCK_INFLIGHT_FULL: u32 = 5;
+/// A descriptor opened by path could not be recorded: the open-fd map was full, so its reads
+/// and writes are not counted as file I/O.
+pub const FD_MAP_FULL: u32 = 6;
+/// CPU time that belonged to a connection could not be charged (the thread's slice start was
+/// not seen); it stays in the thread's on-CPU time.
+pub const CHARGE_SKIPPED: u32 = 7;
+
 /// Number of slots in `COUNTERS`; keep in step with the names below.
-pub const NUM_COUNTERS: u32 = 3;
+pub const NUM_COUNTERS: u32 = 8;
 
 /// Names for run.json, indexed like the constants above.
-pub const NAMES: [&str; NUM_COUNTERS as usize] = ["thread_map_full", "field_read_failed", "slice_lost"];
+pub const NAMES: [&str; NUM_COUNTERS as usize] = [
+    "thread_map_full",
+    "field_read_failed",
+    "slice_lost",
+    "conn_map_full",
+    "conn_event_dropped",
+    "block_inflight_full",
+    "fd_map_full",
+    "charge_skipped",
+];

@@ -4,8 +4,11 @@
 //! flags rather than `bool`, because both sides read the same bytes out of BPF maps.
 #![no_std]
 
+pub mod block;
 pub mod counters;
+pub mod files;
 pub mod sched;
+pub mod sock;
 
 /// Implements `aya::Pod` for shared types on the userspace side only.
 macro_rules! user_pod {

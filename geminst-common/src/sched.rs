@@ -59,8 +59,46 @@ pub struct ThreadStats {
     /// chosen tasks (a sandbox hiding its agent, for one), so a switch from such a task to this
     /// thread is invisible. The length of those slices comes from the kernel's runtime.
     pub unseen_switch_ins: u64,
+
+    // Socket, block and file I/O of the thread (sock.rs, block.rs, files.rs).
+    pub sock_send_bytes: u64,
+    pub sock_recv_bytes: u64,
+    pub sock_sends: u64,
+    pub sock_recvs: u64,
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    /// Block requests this thread's I/O started that completed, and their summed latency
+    /// (issue to completion).
+    pub block_ios: u64,
+    pub block_io_ns: u64,
+
+    // Attribution of CPU time to connections (see `crate::sock`).
+    /// The socket of the thread's last socket operation (kernel address), 0 if none yet.
+    pub conn_sk: u64,
+    /// Its connection id, so a recycled socket address is not mistaken for the same connection.
+    pub conn_id: u64,
+    /// Since when the thread's CPU has not been charged: its last socket operation or switch in.
+    pub charge_from_ns: u64,
+    /// CPU time charged to connections.
+    pub conn_cpu_ns: u64,
+
+    // Reads and writes on files opened by path (files.rs).
+    pub file_read_bytes: u64,
+    pub file_write_bytes: u64,
+    pub file_reads: u64,
+    pub file_writes: u64,
+    /// The read or write syscall in progress: its fd and kind (`SYSCALL_*`).
+    pub syscall_fd: u64,
+    pub syscall_kind: u32,
+    pub _pad2: u32,
+
     pub comm: [u8; 16],
 }
+
+/// `ThreadStats::syscall_kind`.
+pub const SYSCALL_NONE: u32 = 0;
+pub const SYSCALL_READ: u32 = 1;
+pub const SYSCALL_WRITE: u32 = 2;
 
 /// Byte offsets of the tracepoint fields the programs read, taken from
 /// /sys/kernel/tracing/events/<group>/<name>/format at load time (they differ between kernels).

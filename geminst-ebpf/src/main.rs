@@ -8,8 +8,11 @@
 #![feature(asm_experimental_arch)]
 #![allow(internal_features)]
 
+mod block;
+mod files;
 mod sched;
 mod shared;
+mod sock;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -69,7 +69,7 @@ fn stats(slot_plus_one: u32) -> Option<&'static mut ThreadStats> {
 
 /// The counters of a traced thread, or None for any other thread.
 #[inline(always)]
-fn thread(tid: u32) -> Option<&'static mut ThreadStats> {
+pub fn thread(tid: u32) -> Option<&'static mut ThreadStats> {
     stats(slot_of(tid))
 }
 
@@ -101,7 +101,8 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     let now = now_ns();
     if let Some(prev) = stats(prev_slot) {
         let state = field_uint(ctx, off.switch_prev_state, off.switch_prev_state_size)?;
-        switched_out(prev, now, current_runtime(off.task_sum_exec_runtime));
+        let slice = switched_out(prev, now, current_runtime(off.task_sum_exec_runtime));
+        crate::sock::charge(prev, now, slice);
         if state & PREV_STATE_SLEEP_MASK != 0 {
             prev.voluntary_switches += 1;
         } else {
@@ -120,6 +121,7 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     }
     if let Some(next) = stats(next_slot) {
         next.switched_in_ns = now;
+        next.charge_from_ns = now;
         next.flags &= !THREAD_START_PROVISIONAL;
         if next.runnable_since_ns != 0 {
             next.wait_ns += now - next.runnable_since_ns;
@@ -159,8 +161,9 @@ fn current_runtime(offset: u32) -> u64 {
 /// switch in (some kernels suppress tracepoints in the context of chosen tasks, so a switch from
 /// such a task is invisible), its length is the growth of the kernel's runtime of the thread since
 /// its last switch out, and the run-queue wait that preceded it is closed at the slice's start.
+/// Returns the slice's length.
 #[inline(always)]
-fn switched_out(t: &mut ThreadStats, now: u64, runtime: u64) {
+fn switched_out(t: &mut ThreadStats, now: u64, runtime: u64) -> u64 {
     let known = runtime != RUNTIME_UNKNOWN;
     let kernel_slice = if known && t.flags & THREAD_RUNTIME_KNOWN != 0 && runtime >= t.last_out_runtime_ns {
         Some(runtime - t.last_out_runtime_ns)
@@ -193,6 +196,7 @@ fn switched_out(t: &mut ThreadStats, now: u64, runtime: u64) {
         t.last_out_runtime_ns = runtime;
         t.flags |= THREAD_RUNTIME_KNOWN;
     }
+    slice
 }
 
 #[tracepoint]

@@ -113,3 +113,21 @@ pub fn field_u64(ctx: &TracePointContext, offset: u32) -> Result<u64, i64> {
 pub fn field_uint(ctx: &TracePointContext, offset: u32, size: u32) -> Result<u64, i64> {
     if size == 8 { field_u64(ctx, offset) } else { field_u32(ctx, offset).map(u64::from) }
 }
+
+/// A 2-byte tracepoint field (__u16 ports, families, protocols).
+#[inline(always)]
+pub fn field_u16(ctx: &TracePointContext, offset: u32) -> Result<u16, i64> {
+    direct!(ctx, offset, u16, "u16", 8 10 12 14 16 18 20 22 24 26 28 30 32 34 36 38 40 42 44 46 48 50 52 54 56 58 60 62 64 66 68 70 72 74 76 78 80)
+}
+
+/// A 1-byte tracepoint field (a character of a string).
+#[inline(always)]
+pub fn field_u8(ctx: &TracePointContext, offset: u32) -> Result<u8, i64> {
+    direct!(ctx, offset, u8, "u8", 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64)
+}
+
+/// A byte array field, copied with bpf_probe_read_kernel (used on rare events only).
+#[inline(always)]
+pub fn field_bytes<const N: usize>(ctx: &TracePointContext, offset: u32) -> Result<[u8; N], i64> {
+    probe_field::<[u8; N]>(ctx, offset)
+}

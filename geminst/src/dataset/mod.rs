@@ -1,10 +1,12 @@
 //! The data set: the Parquet files and run.json a trace or run writes, their schemas (documented
 //! in docs/schema.md), and the join of the tracer, the capture and the server's log.
 
+pub mod connections;
 pub mod files;
 pub mod parquet;
 pub mod runinfo;
 pub mod threads;
+pub mod timeseries;
 
 pub use files::write_atomic;
 pub use parquet::Table;

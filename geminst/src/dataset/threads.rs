@@ -24,6 +24,16 @@ pub struct ThreadRow {
     pub exit_ns: Option<u64>,
     /// Slices whose switch in the kernel did not report; measured with its runtime accounting.
     pub unseen_switch_ins: u64,
+    /// CPU time charged to connections (the rest of `oncpu_ns` was not for any connection).
+    pub conn_cpu_ns: u64,
+    pub sock_send_bytes: u64,
+    pub sock_recv_bytes: u64,
+    pub file_read_bytes: u64,
+    pub file_write_bytes: u64,
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    pub block_ios: u64,
+    pub block_io_ns: u64,
 }
 
 pub const FILE: &str = "threads.parquet";
@@ -41,6 +51,15 @@ pub fn write(dir: &Path, rows: &[ThreadRow]) -> Result<()> {
         .u64("last_seen_ns", rows.iter().map(|r| r.last_seen_ns))
         .bool("seen_at_start", rows.iter().map(|r| r.seen_at_start))
         .opt_u64("exit_ns", rows.iter().map(|r| r.exit_ns))
-        .u64("unseen_switch_ins", rows.iter().map(|r| r.unseen_switch_ins));
+        .u64("unseen_switch_ins", rows.iter().map(|r| r.unseen_switch_ins))
+        .u64("conn_cpu_ns", rows.iter().map(|r| r.conn_cpu_ns))
+        .u64("sock_send_bytes", rows.iter().map(|r| r.sock_send_bytes))
+        .u64("sock_recv_bytes", rows.iter().map(|r| r.sock_recv_bytes))
+        .u64("file_read_bytes", rows.iter().map(|r| r.file_read_bytes))
+        .u64("file_write_bytes", rows.iter().map(|r| r.file_write_bytes))
+        .u64("block_read_bytes", rows.iter().map(|r| r.block_read_bytes))
+        .u64("block_write_bytes", rows.iter().map(|r| r.block_write_bytes))
+        .u64("block_ios", rows.iter().map(|r| r.block_ios))
+        .u64("block_io_ns", rows.iter().map(|r| r.block_io_ns));
     t.write(&dir.join(FILE))
 }

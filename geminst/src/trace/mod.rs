@@ -1,16 +1,20 @@
-//! `geminst trace`: attributes on-CPU time (and, with the other hook families, I/O and socket
-//! bytes) to each thread of one or more running processes, with eBPF programs that aggregate in
-//! kernel maps.
+//! `geminst trace`: attributes on-CPU time, socket, block and file I/O to each thread and TCP
+//! connection of one or more running processes, with eBPF programs that aggregate in kernel maps.
 //!
 //! The public face is [`Tracer`] (start, poll, stop) for `run`, and [`command`] for the CLI.
 
 mod btf;
+mod offsets;
+mod output;
 mod probes;
 pub mod procfs;
+mod rows;
 mod summary;
+pub mod timeseries;
 pub mod tracefs;
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
@@ -18,15 +22,19 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use geminst_common::{block::TOTAL_WRITEBACK_BYTES, sock::ConnStats};
 use serde::Serialize;
 
+use offsets::Offsets;
+pub use output::write as write_output;
+use probes::Probes;
 pub use probes::ProgramStats;
-use probes::{Offsets, Probes};
 use procfs::Target;
+use timeseries::{Sampler, Totals};
 
 use crate::{
     clock,
-    dataset::{self, RunInfo, threads::ThreadRow},
+    dataset::{RunInfo, connections::ConnRow, threads::ThreadRow, timeseries::TimeRow},
     signals,
 };
 
@@ -35,15 +43,32 @@ pub struct TraceArgs {
     /// Process to trace (repeat for several processes)
     #[arg(long = "pid", required = true, value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Server port whose connections are recorded from their first state change (repeat for
+    /// several; default: the ports the targets listen on)
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
     /// Stop after this many seconds (default: when the targets exit, or on Ctrl-C)
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Folder for threads.parquet and run.json (default: runs/<UTC time>-trace)
+    /// Length of a time-series interval in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub interval: u64,
+    /// Folder for the data set (default: runs/<UTC time>-trace)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Turn on the kernel's BPF statistics and report each program's cost per event
     #[arg(long)]
     pub bpf_stats: bool,
+}
+
+/// What to trace and how.
+#[derive(Debug, Clone)]
+pub struct TraceConfig {
+    pub pids: Vec<u32>,
+    /// Server ports; None: the ports the targets listen on when the trace starts.
+    pub ports: Option<Vec<u16>>,
+    pub bpf_stats: bool,
+    pub interval: Duration,
 }
 
 /// How a trace ended.
@@ -71,19 +96,26 @@ impl StopReason {
 #[derive(Debug)]
 pub struct TraceOutput {
     pub threads: Vec<ThreadRow>,
+    /// Closed connections first (in the order they closed), then those still open.
+    pub connections: Vec<ConnRow>,
+    pub timeseries: Vec<TimeRow>,
     /// Loss counters by name (`ebpf.<counter>`), zeros included.
     pub lost: BTreeMap<String, u64>,
     pub programs: Vec<ProgramStats>,
     pub start_ns: u64,
     pub end_ns: u64,
+    pub pids: Vec<u32>,
+    pub ports: Vec<u16>,
     /// Targets that exited during the trace, with the time it was noticed.
     pub exited: Vec<(u32, u64)>,
-    pub offsets: BTreeMap<&'static str, u32>,
+    /// Every field offset used, by `tracepoint.field`.
+    pub offsets: BTreeMap<String, u32>,
     /// Why the kernel's BTF gave no offset for the task runtime, if it did not.
     pub btf_problem: Option<String>,
+    /// Machine-wide asynchronous writeback queued during the trace.
+    pub writeback_bytes: u64,
+    pub bpf_stats: bool,
 }
-
-use std::collections::BTreeMap;
 
 /// A running trace of one or more processes.
 pub struct Tracer {
@@ -91,7 +123,11 @@ pub struct Tracer {
     targets: Vec<Target>,
     exited: Vec<(u32, u64)>,
     offsets: Offsets,
+    ports: Vec<u16>,
+    bpf_stats: bool,
     start_ns: u64,
+    closed: Vec<ConnStats>,
+    sampler: Sampler,
 }
 
 /// Fails unless the process runs as root.
@@ -106,14 +142,30 @@ pub fn require_root(what: &str) -> Result<()> {
 impl Tracer {
     /// Checks the targets, mounts tracefs if needed, loads and attaches the programs. When this
     /// returns, every thread of every target is being traced.
-    pub fn start(pids: &[u32], bpf_stats: bool) -> Result<Self> {
+    pub fn start(cfg: &TraceConfig) -> Result<Self> {
         // Bad input first, so a wrong pid gets its own message whoever runs it.
-        let targets = pids.iter().map(|&p| Target::open(p)).collect::<Result<Vec<_>>>()?;
+        let targets = cfg.pids.iter().map(|&p| Target::open(p)).collect::<Result<Vec<_>>>()?;
+        if cfg.interval.is_zero() {
+            return crate::exit::bad_input("the time-series interval must be longer than zero");
+        }
         require_root("geminst trace")?;
         tracefs::ensure_mounted()?;
-        let offsets = Offsets::read()?;
+        let mut ports = match &cfg.ports {
+            Some(ports) => ports.clone(),
+            None => targets.iter().flat_map(|t| procfs::listening_ports(t.pid)).collect(),
+        };
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.len() > geminst_common::sock::MAX_PORTS {
+            return crate::exit::bad_input(format!(
+                "at most {} server ports can be traced at once, not {} ({ports:?}): pass --port",
+                geminst_common::sock::MAX_PORTS,
+                ports.len()
+            ));
+        }
+        let offsets = Offsets::read(&ports)?;
         let mut probes = Probes::load(&offsets)?;
-        if bpf_stats {
+        if cfg.bpf_stats {
             probes.enable_stats()?;
         }
         for t in &targets {
@@ -132,8 +184,71 @@ impl Tracer {
                 let runtime = procfs::runtime_ns(t.pid, tid);
                 probes.add_thread(t.pid, tid, clock::monotonic_ns(), runtime, &comm)?;
             }
+            // Files already open count from now on (later ones are seen being opened).
+            for fd in procfs::path_fds(t.pid) {
+                probes.add_open_fd(t.pid, fd)?;
+            }
         }
-        Ok(Self { probes, targets, exited: Vec::new(), offsets, start_ns })
+        Ok(Self {
+            probes,
+            targets,
+            exited: Vec::new(),
+            offsets,
+            ports,
+            bpf_stats: cfg.bpf_stats,
+            start_ns,
+            closed: Vec::new(),
+            sampler: Sampler::new(start_ns, cfg.interval),
+        })
+    }
+
+    /// The server ports whose connections are recorded from their first state change.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// Collects closed connections and takes the time-series sample if one is due. Call it
+    /// often (every interval at least): the kernel hands closed connections over through a ring
+    /// buffer of bounded size.
+    pub fn poll(&mut self) -> Result<()> {
+        self.closed.extend(self.probes.closed_conns());
+        let now = clock::monotonic_ns();
+        if now >= self.sampler.next_ns() {
+            let totals = self.totals(now)?;
+            let rss = self.rss();
+            self.sampler.sample(now, totals, rss);
+        }
+        Ok(())
+    }
+
+    fn totals(&self, now: u64) -> Result<Totals> {
+        let threads: Vec<ThreadRow> =
+            self.probes.threads()?.iter().map(|s| rows::thread_row(s, now, false)).collect();
+        let writeback = self.probes.block_totals()?[TOTAL_WRITEBACK_BYTES as usize];
+        Ok(Totals::of_threads(&threads, writeback, self.closed.len() as u64))
+    }
+
+    /// When the next time-series sample is due (CLOCK_MONOTONIC ns).
+    pub fn next_sample_ns(&self) -> u64 {
+        self.sampler.next_ns()
+    }
+
+    /// Resident memory of the live targets.
+    fn rss(&self) -> Option<u64> {
+        let live: Vec<u64> = self
+            .targets
+            .iter()
+            .filter(|t| !self.exited.iter().any(|(p, _)| *p == t.pid))
+            .filter_map(|t| procfs::rss_bytes(t.pid))
+            .collect();
+        (!live.is_empty()).then(|| live.iter().sum())
+    }
+
+    /// Connections closed so far and the threads now, for progress lines.
+    pub fn progress(&self) -> Result<(usize, Vec<ThreadRow>)> {
+        let now = clock::monotonic_ns();
+        let threads = self.probes.threads()?.iter().map(|s| rows::thread_row(s, now, false)).collect();
+        Ok((self.closed.len(), threads))
     }
 
     pub fn targets(&self) -> impl Iterator<Item = (u32, &str)> {
@@ -164,67 +279,6 @@ impl Tracer {
         }
     }
 
-    /// The threads' counters now, with the current slice of running threads counted up to `now`.
-    pub fn threads_now(&self) -> Result<Vec<ThreadRow>> {
-        let now = clock::monotonic_ns();
-        self.rows(now, true)
-    }
-
-    fn rows(&self, now_ns: u64, live: bool) -> Result<Vec<ThreadRow>> {
-        use geminst_common::sched::{
-            THREAD_EXITED, THREAD_RUNTIME_KNOWN, THREAD_SEEN_AT_START, THREAD_START_PROVISIONAL,
-        };
-        let mut rows: Vec<ThreadRow> = self
-            .probes
-            .threads()?
-            .into_iter()
-            .map(|s| {
-                let tid = s.tid;
-                let exited = s.flags & THREAD_EXITED != 0;
-                // The kernel's runtime growth since the thread's last switch out: zero for a
-                // thread off CPU, the running slice (as of the scheduler's last update) otherwise.
-                let growth = (!exited && s.flags & THREAD_RUNTIME_KNOWN != 0)
-                    .then(|| procfs::runtime_ns(s.tgid, tid))
-                    .flatten()
-                    .map(|rt| rt.saturating_sub(s.last_out_runtime_ns));
-                let mut unseen = s.unseen_switch_ins;
-                // The current slice, if the thread is on a CPU now, counted up to now.
-                let running = if exited {
-                    0
-                } else if s.switched_in_ns != 0 {
-                    let measured = now_ns.saturating_sub(s.switched_in_ns);
-                    match growth {
-                        // Registered while asleep and not run since: no slice at all.
-                        Some(k) if s.flags & THREAD_START_PROVISIONAL != 0 => measured.min(k),
-                        _ => measured,
-                    }
-                } else {
-                    // On a CPU since a switch in that was not reported, or off CPU (growth 0).
-                    let k = growth.unwrap_or(0);
-                    unseen += u64::from(k > 0);
-                    k
-                };
-                let comm = if exited || !live { None } else { procfs::comm(s.tgid, tid) };
-                ThreadRow {
-                    tgid: s.tgid,
-                    tid,
-                    comm: comm.unwrap_or_else(|| c_string(&s.comm)),
-                    oncpu_ns: s.oncpu_ns + running,
-                    voluntary_switches: s.voluntary_switches,
-                    involuntary_switches: s.involuntary_switches,
-                    wait_ns: s.wait_ns,
-                    first_seen_ns: s.first_seen_ns,
-                    last_seen_ns: if running > 0 { now_ns } else { s.last_seen_ns },
-                    seen_at_start: s.flags & THREAD_SEEN_AT_START != 0,
-                    exit_ns: exited.then_some(s.exit_ns),
-                    unseen_switch_ins: unseen,
-                }
-            })
-            .collect();
-        rows.sort_by_key(|r| (r.tgid, r.tid));
-        Ok(rows)
-    }
-
     /// Detaches everything and returns what was measured.
     pub fn stop(mut self) -> Result<TraceOutput> {
         // Statistics live in the loaded programs: read them before unloading.
@@ -238,7 +292,14 @@ impl Tracer {
             .collect();
         let end_ns = clock::monotonic_ns();
         self.probes.detach()?;
-        let mut threads = self.rows(end_ns, false)?;
+        // The last sample closes the series exactly at the end of the trace.
+        self.closed.extend(self.probes.closed_conns());
+        let totals = self.totals(end_ns)?;
+        let rss = self.rss();
+        self.sampler.sample(end_ns, totals, rss);
+        let mut threads: Vec<ThreadRow> =
+            self.probes.threads()?.iter().map(|s| rows::thread_row(s, end_ns, false)).collect();
+        threads.sort_by_key(|r| (r.tgid, r.tid));
         for row in &mut threads {
             if row.exit_ns.is_none()
                 && let Some(name) = names.get(&row.tid)
@@ -246,24 +307,30 @@ impl Tracer {
                 row.comm = name.clone();
             }
         }
+        let mut connections: Vec<ConnRow> = self.closed.iter().map(rows::conn_row).collect();
+        let mut open: Vec<ConnRow> = self.probes.open_conns()?.iter().map(rows::conn_row).collect();
+        open.sort_by_key(|c| c.conn_id);
+        connections.extend(open);
         let lost = self.probes.lost()?;
+        let writeback_bytes = self.probes.block_totals()?[TOTAL_WRITEBACK_BYTES as usize];
+        let sampler = std::mem::replace(&mut self.sampler, Sampler::new(0, Duration::from_secs(1)));
         Ok(TraceOutput {
             threads,
+            connections,
+            timeseries: sampler.into_rows(),
             lost,
             programs,
             start_ns: self.start_ns,
             end_ns,
+            pids: self.targets.iter().map(|t| t.pid).collect(),
+            ports: self.ports.clone(),
             exited: self.exited.clone(),
-            offsets: self.offsets.describe(),
+            offsets: self.offsets.used.clone(),
             btf_problem: self.offsets.btf_problem.clone(),
+            writeback_bytes,
+            bpf_stats: self.bpf_stats,
         })
     }
-}
-
-/// A NUL-padded kernel string.
-fn c_string(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 /// `geminst trace`.
@@ -274,7 +341,13 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
         return crate::exit::bad_input(format!("--duration must be a positive number of seconds, not {d}"));
     }
     let mut info = RunInfo::begin();
-    let mut tracer = Tracer::start(&args.pids, args.bpf_stats)?;
+    let cfg = TraceConfig {
+        pids: args.pids.clone(),
+        ports: (!args.ports.is_empty()).then(|| args.ports.clone()),
+        bpf_stats: args.bpf_stats,
+        interval: Duration::from_millis(args.interval),
+    };
+    let mut tracer = Tracer::start(&cfg)?;
     signals::install();
     let out = match &args.out {
         Some(dir) => dir.clone(),
@@ -282,9 +355,11 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let names: Vec<String> = tracer.targets().map(|(p, c)| format!("{p} ({c})")).collect();
+    let ports: Vec<String> = tracer.ports().iter().map(u16::to_string).collect();
     eprintln!(
-        "geminst: tracing {} {}; Ctrl-C to stop",
+        "geminst: tracing {} (ports: {}) {}; Ctrl-C to stop",
         names.join(", "),
+        if ports.is_empty() { "none".to_string() } else { ports.join(", ") },
         match args.duration {
             Some(d) => format!("for {d} s"),
             None => "until it exits".to_string(),
@@ -297,88 +372,29 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
         if signals::stop_requested() {
             break StopReason::Signal;
         }
-        if let Some(d) = args.duration
-            && started.elapsed().as_secs_f64() >= d
-        {
+        let left = args.duration.map(|d| d - started.elapsed().as_secs_f64());
+        if left.is_some_and(|l| l <= 0.0) {
             break StopReason::Duration;
         }
-        let step = match args.duration {
-            Some(d) => Duration::from_secs_f64((d - started.elapsed().as_secs_f64()).clamp(0.0, 0.1)),
-            None => Duration::from_millis(100),
-        };
+        // Wake for whichever comes first: the next sample, the end, or a target's exit.
+        let to_sample = tracer.next_sample_ns().saturating_sub(clock::monotonic_ns());
+        let mut step = Duration::from_nanos(to_sample).min(Duration::from_millis(100));
+        if let Some(l) = left {
+            step = step.min(Duration::from_secs_f64(l.max(0.0)));
+        }
         if tracer.wait(step) {
             break StopReason::TargetExited;
         }
+        tracer.poll()?;
         if progress.due() {
-            let threads = tracer.threads_now()?;
-            progress.show(started.elapsed(), &threads);
+            let (closed, threads) = tracer.progress()?;
+            progress.show(closed, &threads);
         }
     };
     progress.finish();
     let output = tracer.stop()?;
-    write_outputs(&out, &mut info, &args, &output, reason)?;
+    output::write(&out, &mut info, &output, reason, args.duration)?;
+    info.write(&out)?;
     summary::print(&output, reason, &out);
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_outputs(
-    out: &std::path::Path,
-    info: &mut RunInfo,
-    args: &TraceArgs,
-    output: &TraceOutput,
-    reason: StopReason,
-) -> Result<()> {
-    dataset::threads::write(out, &output.threads)?;
-    info.finish(reason.as_str());
-    info.lost.extend(output.lost.clone());
-    for (pid, at) in &output.exited {
-        info.notes.push(format!(
-            "target {pid} exited during the trace ({:.3} s in); counters up to its exit are kept",
-            (at.saturating_sub(output.start_ns)) as f64 / 1e9
-        ));
-    }
-    if let Some(problem) = &output.btf_problem {
-        info.notes.push(format!(
-            "the kernel's BTF gave no offset for task_struct.se.sum_exec_runtime ({problem}): slices \
-             whose switch in the kernel did not report are not measured (lost.ebpf.slice_lost)"
-        ));
-    }
-    let unseen: u64 = output.threads.iter().map(|t| t.unseen_switch_ins).sum();
-    if unseen > 0 {
-        info.notes.push(format!(
-            "{unseen} slices began with a switch in that this kernel did not report (it suppresses \
-             tracepoints in the context of some tasks); their on-CPU time is the kernel's own \
-             runtime accounting (threads.parquet column unseen_switch_ins)"
-        ));
-    }
-    #[derive(Serialize)]
-    struct TraceSection<'a> {
-        pids: &'a [u32],
-        duration_s: Option<f64>,
-        start_mono_ns: u64,
-        end_mono_ns: u64,
-        exited: Vec<ExitedTarget>,
-        tracepoint_offsets: &'a BTreeMap<&'static str, u32>,
-        bpf_stats: bool,
-        programs: &'a [ProgramStats],
-    }
-    #[derive(Serialize)]
-    struct ExitedTarget {
-        pid: u32,
-        noticed_mono_ns: u64,
-    }
-    info.section(
-        "trace",
-        TraceSection {
-            pids: &args.pids,
-            duration_s: args.duration,
-            start_mono_ns: output.start_ns,
-            end_mono_ns: output.end_ns,
-            exited: output.exited.iter().map(|&(pid, t)| ExitedTarget { pid, noticed_mono_ns: t }).collect(),
-            tracepoint_offsets: &output.offsets,
-            bpf_stats: args.bpf_stats,
-            programs: &output.programs,
-        },
-    )?;
-    info.write(out)
 }

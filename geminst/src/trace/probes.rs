@@ -10,82 +10,49 @@ use aya::{
     programs::TracePoint,
 };
 use geminst_common::{
+    block::NUM_TOTALS,
     counters,
-    sched::{MAX_THREADS, SchedOffsets, ThreadStats},
+    files::FdKey,
+    sched::{MAX_THREADS, ThreadStats},
+    sock::ConnStats,
 };
 use serde::Serialize;
 
-use super::{btf::Btf, tracefs::Format};
+use super::offsets::{Offsets, READ_SYSCALLS, WRITE_SYSCALLS};
 
 /// The object built from geminst-ebpf by build.rs: always the current sources.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("GEMINST_EBPF_OBJECT"));
 
-/// Program name in the object, tracepoint group, tracepoint name.
-pub const PROGRAMS: &[(&str, &str, &str)] = &[
+/// Programs that attach to one tracepoint each: program name, tracepoint group, tracepoint name.
+const SINGLE: &[(&str, &str, &str)] = &[
     ("sched_switch", "sched", "sched_switch"),
     ("sched_wakeup", "sched", "sched_wakeup"),
     ("sched_wakeup_new", "sched", "sched_wakeup_new"),
     ("task_newtask", "task", "task_newtask"),
     ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sock_send_length", "sock", "sock_send_length"),
+    ("sock_recv_length", "sock", "sock_recv_length"),
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+    ("block_bio_queue", "block", "block_bio_queue"),
+    ("block_rq_issue", "block", "block_rq_issue"),
+    ("block_rq_complete", "block", "block_rq_complete"),
+    ("file_close", "syscalls", "sys_enter_close"),
 ];
 
-/// Offsets handed to the programs, read from this kernel's format files.
-#[derive(Debug, Clone)]
-pub struct Offsets {
-    pub sched: SchedOffsets,
-    /// Why the kernel's BTF could not give `task_struct.se.sum_exec_runtime`, if it could not.
-    pub btf_problem: Option<String>,
-}
-
-impl Offsets {
-    /// Reads every format file the programs depend on; the first tracepoint or field this kernel
-    /// lacks is named in the error.
-    pub fn read() -> Result<Self> {
-        let switch = Format::read("sched", "sched_switch")?;
-        let wakeup = Format::read("sched", "sched_wakeup")?;
-        let wakeup_new = Format::read("sched", "sched_wakeup_new")?;
-        let newtask = Format::read("task", "task_newtask")?;
-        // Checked for existence only: the exit program reads no field.
-        Format::read("sched", "sched_process_exit")?;
-        let prev_state = switch.field_sized("prev_state", &[4, 8])?;
-        let mut sched = SchedOffsets {
-            switch_prev_state: prev_state.offset,
-            switch_prev_state_size: prev_state.size,
-            switch_next_pid: switch.field_sized("next_pid", &[4])?.offset,
-            wakeup_pid: wakeup.field_sized("pid", &[4])?.offset,
-            wakeup_new_pid: wakeup_new.field_sized("pid", &[4])?.offset,
-            newtask_pid: newtask.field_sized("pid", &[4])?.offset,
-            newtask_clone_flags: newtask.field_sized("clone_flags", &[8])?.offset,
-            task_sum_exec_runtime: 0,
-        };
-        // Optional: without it, a slice whose switch in the kernel did not report is lost (and
-        // counted) instead of measured.
-        let runtime =
-            Btf::vmlinux().and_then(|btf| btf.offset_of("task_struct", &["se", "sum_exec_runtime"]));
-        let btf_problem = match runtime {
-            Ok(offset) => {
-                sched.task_sum_exec_runtime = offset;
-                None
-            }
-            Err(e) => Some(format!("{e:#}")),
-        };
-        Ok(Self { sched, btf_problem })
-    }
-
-    /// The offsets as recorded in run.json.
-    pub fn describe(&self) -> BTreeMap<&'static str, u32> {
-        let s = &self.sched;
-        BTreeMap::from([
-            ("sched_switch.prev_state", s.switch_prev_state),
-            ("sched_switch.prev_state.size", s.switch_prev_state_size),
-            ("sched_switch.next_pid", s.switch_next_pid),
-            ("sched_wakeup.pid", s.wakeup_pid),
-            ("sched_wakeup_new.pid", s.wakeup_new_pid),
-            ("task_newtask.pid", s.newtask_pid),
-            ("task_newtask.clone_flags", s.newtask_clone_flags),
-            ("task_struct.se.sum_exec_runtime", s.task_sum_exec_runtime),
-        ])
-    }
+/// Every program and the tracepoints it attaches to on this kernel.
+fn programs(offsets: &Offsets) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
+    let mut out: Vec<(&'static str, Vec<(&'static str, String)>)> =
+        SINGLE.iter().map(|&(p, g, n)| (p, vec![(g, n.to_string())])).collect();
+    let syscalls = |prefix: &str, names: &[&str]| -> Vec<(&'static str, String)> {
+        names.iter().map(|n| ("syscalls", format!("{prefix}{n}"))).collect()
+    };
+    out.push(("file_read_enter", syscalls("sys_enter_", &READ_SYSCALLS)));
+    out.push(("file_write_enter", syscalls("sys_enter_", &WRITE_SYSCALLS)));
+    let rw: Vec<&str> = READ_SYSCALLS.iter().chain(&WRITE_SYSCALLS).copied().collect();
+    out.push(("file_rw_exit", syscalls("sys_exit_", &rw)));
+    out.push(("file_opened", syscalls("sys_exit_", &offsets.open_syscalls)));
+    out
 }
 
 /// Cost of one program, from the kernel's BPF statistics.
@@ -100,6 +67,9 @@ pub struct ProgramStats {
 
 pub struct Probes {
     ebpf: Ebpf,
+    programs: Vec<(&'static str, Vec<(&'static str, String)>)>,
+    /// Closed connections arrive here from the kernel.
+    conn_events: aya::maps::RingBuf<MapData>,
     attached: bool,
     /// Slots below this are userspace's, for threads that exist at the start.
     reserved_slots: u32,
@@ -116,12 +86,25 @@ impl Probes {
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
             .unwrap_or(geminst_common::sched::DEFAULT_PID_MAX);
-        let ebpf = EbpfLoader::new()
+        let mut ebpf = EbpfLoader::new()
             .override_global("SCHED_OFFSETS", &offsets.sched, true)
+            .override_global("SOCK_CONFIG", &offsets.sock, true)
+            .override_global("BLOCK_OFFSETS", &offsets.block, true)
+            .override_global("FILES_OFFSETS", &offsets.files, true)
             .map_max_entries("SLOTS", pid_max)
             .load(OBJECT)
             .context("loading geminst's eBPF object into the kernel")?;
-        Ok(Self { ebpf, attached: false, reserved_slots: 0, next_user_slot: 0, stats: None })
+        let conn_events =
+            aya::maps::RingBuf::try_from(ebpf.take_map("CONN_EVENTS").context("map CONN_EVENTS")?)?;
+        Ok(Self {
+            ebpf,
+            programs: programs(offsets),
+            conn_events,
+            attached: false,
+            reserved_slots: 0,
+            next_user_slot: 0,
+            stats: None,
+        })
     }
 
     /// Keeps the first `n` thread slots for `add_thread`; threads created from now on take the
@@ -201,9 +184,9 @@ impl Probes {
         Ok(())
     }
 
-    /// Loads every program into the kernel and attaches it to its tracepoint.
+    /// Loads every program into the kernel and attaches it to its tracepoints.
     pub fn attach(&mut self) -> Result<()> {
-        for &(prog, group, name) in PROGRAMS {
+        for (prog, points) in &self.programs {
             let program: &mut TracePoint = self
                 .ebpf
                 .program_mut(prog)
@@ -212,15 +195,19 @@ impl Probes {
             program
                 .load()
                 .with_context(|| format!("loading program {prog} (the verifier's log says why)"))?;
-            program.attach(group, name).with_context(|| format!("attaching to tracepoint {group}:{name}"))?;
             self.attached = true;
+            for (group, name) in points {
+                program
+                    .attach(group, name)
+                    .with_context(|| format!("attaching {prog} to tracepoint {group}:{name}"))?;
+            }
         }
         Ok(())
     }
 
     /// Detaches and unloads every program; the maps stay readable.
     pub fn detach(&mut self) -> Result<()> {
-        for &(prog, _, _) in PROGRAMS {
+        for (prog, _) in &self.programs {
             if let Some(program) = self.ebpf.program_mut(prog) {
                 let program: &mut TracePoint = program.try_into()?;
                 // Unloading a program that was never loaded is an error we do not care about.
@@ -260,12 +247,49 @@ impl Probes {
         Ok(out)
     }
 
+    /// Marks a descriptor of a traced process as opened by path (for those open at the start).
+    pub fn add_open_fd(&mut self, tgid: u32, fd: u32) -> Result<()> {
+        let mut fds: BpfHashMap<&mut MapData, FdKey, u32> =
+            BpfHashMap::try_from(self.ebpf.map_mut("OPEN_FDS").context("map OPEN_FDS")?)?;
+        fds.insert(FdKey { tgid, fd }, 1, 0).with_context(|| format!("adding fd {fd} of {tgid} to OPEN_FDS"))
+    }
+
+    /// Connections closed since the last call, from the ring buffer.
+    pub fn closed_conns(&mut self) -> Vec<ConnStats> {
+        let mut out = Vec::new();
+        while let Some(item) = self.conn_events.next() {
+            if item.len() >= std::mem::size_of::<ConnStats>() {
+                // SAFETY: the kernel writes whole ConnStats records; read unaligned from the item.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const ConnStats) });
+            }
+        }
+        out
+    }
+
+    /// Connections alive now (not yet closed).
+    pub fn open_conns(&self) -> Result<Vec<ConnStats>> {
+        let conns: BpfHashMap<&MapData, u64, ConnStats> =
+            BpfHashMap::try_from(self.ebpf.map("CONNS").context("map CONNS")?)?;
+        conns.iter().map(|r| r.map(|(_, c)| c).context("reading CONNS")).collect()
+    }
+
+    /// Machine-wide block totals (geminst_common::block::TOTAL_*), summed over CPUs.
+    pub fn block_totals(&self) -> Result<[u64; NUM_TOTALS as usize]> {
+        let array: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.map("BLOCK_TOTALS").context("map BLOCK_TOTALS")?)?;
+        let mut out = [0; NUM_TOTALS as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = array.get(&(i as u32), 0).context("reading BLOCK_TOTALS")?.iter().sum();
+        }
+        Ok(out)
+    }
+
     /// Per-program cost from the kernel's statistics (zeros unless `enable_stats` was called or
     /// kernel.bpf_stats_enabled is set).
     pub fn program_stats(&self) -> Vec<ProgramStats> {
-        PROGRAMS
+        self.programs
             .iter()
-            .filter_map(|&(prog, _, _)| {
+            .filter_map(|&(prog, _)| {
                 let info = self.ebpf.program(prog)?.info().ok()?;
                 let run_count = info.run_count();
                 let run_time_ns = info.run_time().as_nanos() as u64;

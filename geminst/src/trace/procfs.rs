@@ -101,6 +101,62 @@ pub fn runtime_ns(pid: u32, tid: u32) -> Option<u64> {
     s.split_whitespace().next()?.parse().ok()
 }
 
+/// Descriptors of a process that name a path (regular files, directories, devices), as opposed
+/// to sockets, pipes and anonymous inodes: the ones the file programs count.
+pub fn path_fds(pid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir(proc_dir(pid).join("fd")) else { return Vec::new() };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let fd: u32 = e.file_name().to_str()?.parse().ok()?;
+        let target = fs::read_link(e.path()).ok()?;
+        target.is_absolute().then_some(fd)
+    })
+    .collect()
+}
+
+/// Inodes of a process's sockets, from its /proc/PID/fd links (`socket:[INODE]`).
+fn socket_inodes(pid: u32) -> Vec<u64> {
+    let Ok(dir) = fs::read_dir(proc_dir(pid).join("fd")) else { return Vec::new() };
+    dir.filter_map(|e| {
+        let target = fs::read_link(e.ok()?.path()).ok()?;
+        target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    })
+    .collect()
+}
+
+/// TCP state LISTEN as /proc/net/tcp spells it (include/net/tcp_states.h: TCP_LISTEN = 10).
+const TCP_LISTEN_HEX: &str = "0A";
+
+/// Ports the process listens on with TCP (IPv4 or IPv6), sorted.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes = socket_inodes(pid);
+    let mut ports = Vec::new();
+    for table in ["net/tcp", "net/tcp6"] {
+        let text = fs::read_to_string(proc_dir(pid).join(table)).unwrap_or_default();
+        ports.extend(listening_in(&text, &inodes));
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// Ports of LISTEN sockets in a /proc/net/tcp{,6} table whose inode is one of `inodes`.
+fn listening_in(table: &str, inodes: &[u64]) -> Vec<u16> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            if *state != TCP_LISTEN_HEX || !inodes.contains(&inode.parse().ok()?) {
+                return None;
+            }
+            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+        })
+        .collect()
+}
+
 /// Resident set size of a process in bytes, if it still exists.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let statm = fs::read_to_string(proc_dir(pid).join("statm")).ok()?;
@@ -122,6 +178,25 @@ mod tests {
         assert!(t.tasks().contains(&me));
         assert!(!t.wait_exit(0), "a running process has not exited");
         assert!(rss_bytes(me).unwrap() > 0);
+    }
+
+    #[test]
+    fn finds_listening_ports_of_own_sockets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listening_ports(std::process::id()).contains(&port));
+        drop(listener);
+        assert!(!listening_ports(std::process::id()).contains(&port));
+    }
+
+    #[test]
+    fn parses_listen_lines_by_inode() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:07AD 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0
+   1: 0100007F:07AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 9999 1 0 100 0 0 10 0
+   2: 0100007F:07AD 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0 100 0 0 10 0
+";
+        assert_eq!(listening_in(table, &[4242, 4243]), vec![1965]);
     }
 
     #[test]

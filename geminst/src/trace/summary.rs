@@ -29,11 +29,14 @@ impl Progress {
         !self.bar.is_hidden() && self.last.get().elapsed() >= Duration::from_secs(1)
     }
 
-    pub fn show(&self, _elapsed: Duration, threads: &[ThreadRow]) {
+    pub fn show(&self, connections_closed: usize, threads: &[ThreadRow]) {
         self.last.set(Instant::now());
         let cpu: u64 = threads.iter().map(|t| t.oncpu_ns).sum();
         let live = threads.iter().filter(|t| t.exit_ns.is_none()).count();
-        self.bar.set_message(format!("{live} threads, {:.3} s on CPU", cpu as f64 / 1e9));
+        self.bar.set_message(format!(
+            "{live} threads, {:.3} s on CPU, {connections_closed} connections closed",
+            cpu as f64 / 1e9
+        ));
         self.bar.tick();
     }
 
@@ -80,6 +83,20 @@ pub fn print(output: &TraceOutput, reason: StopReason, out: &Path) {
         output.threads.iter().map(|t| t.involuntary_switches).sum::<u64>(),
         ms(wait)
     );
+    let conns = &output.connections;
+    if !conns.is_empty() {
+        let closed = conns.iter().filter(|c| c.closed_ns.is_some()).count();
+        let cpu: u64 = conns.iter().map(|c| c.cpu_ns).sum();
+        let sent: u64 = conns.iter().map(|c| c.sock_send_bytes).sum();
+        let recv: u64 = conns.iter().map(|c| c.sock_recv_bytes).sum();
+        println!(
+            "connections: {} ({closed} closed); per connection: {} µs CPU, {} bytes sent, {} received (socket layer)",
+            conns.len(),
+            cpu / 1000 / conns.len() as u64,
+            sent / conns.len() as u64,
+            recv / conns.len() as u64
+        );
+    }
     for p in &output.programs {
         if let Some(ns) = p.ns_per_event {
             println!("program {:<20} {:>10} events {:>8.1} ns/event", p.program, p.run_count, ns);

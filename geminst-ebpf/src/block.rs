@@ -1,0 +1,142 @@
+//! Block hooks: bytes each traced thread submits (at bio submission, in the submitter's context)
+//! and the latency of the requests its I/O starts. Writes queued by kernel workers are
+//! asynchronous writeback and are totalled as such, not attributed.
+
+use aya_ebpf::{
+    macros::{map, tracepoint},
+    maps::{LruHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use geminst_common::block::{
+    BlockInflight, BlockKey, BlockOffsets, MAX_INFLIGHT, NUM_TOTALS, TOTAL_OTHER_READ_BYTES,
+    TOTAL_OTHER_WRITE_BYTES, TOTAL_WRITEBACK_BYTES,
+};
+
+use crate::{
+    sched::thread,
+    shared::{current_ids, field_bytes, field_u8, field_u32, field_u64, now_ns},
+    sock::current_conn,
+};
+
+/// Sectors are 512 bytes in the block layer whatever the device's own sector size.
+const SECTOR_BYTES: u64 = 512;
+
+#[unsafe(no_mangle)]
+static BLOCK_OFFSETS: BlockOffsets = BlockOffsets {
+    queue_dev: 0,
+    queue_sector: 0,
+    queue_nr_sector: 0,
+    queue_rwbs: 0,
+    queue_comm: 0,
+    issue_dev: 0,
+    issue_sector: 0,
+    complete_dev: 0,
+    complete_sector: 0,
+    _pad: 0,
+};
+
+#[inline(always)]
+fn offsets() -> BlockOffsets {
+    // SAFETY: a read of a constant global; volatile so the compiler does not fold the zeros above.
+    unsafe { core::ptr::read_volatile(&BLOCK_OFFSETS) }
+}
+
+/// Requests whose first bio a traced thread submitted, until they complete. Bios merged into a
+/// request leave their own keys behind, so the oldest entries make room (a lost latency sample,
+/// never lost bytes: those are counted at submission).
+#[map]
+static INFLIGHT: LruHashMap<BlockKey, BlockInflight> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
+
+/// Machine-wide totals (geminst_common::block::TOTAL_*).
+#[map]
+pub static BLOCK_TOTALS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_TOTALS, 0);
+
+fn add_total(index: u32, bytes: u64) {
+    if let Some(slot) = BLOCK_TOTALS.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot, touched only by programs on this CPU, one at a time.
+        unsafe { *slot += bytes };
+    }
+}
+
+#[tracepoint]
+pub fn block_bio_queue(ctx: TracePointContext) -> u32 {
+    match try_bio_queue(&ctx) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+fn try_bio_queue(ctx: &TracePointContext) -> Result<(), i64> {
+    let off = offsets();
+    // rwbs: an optional 'F' (preflush), then R(ead), W(rite), D(iscard), E(rase) or N(one).
+    let mut op = field_u8(ctx, off.queue_rwbs)?;
+    if op == b'F' {
+        op = field_u8(ctx, off.queue_rwbs + 1)?;
+    }
+    if op != b'R' && op != b'W' {
+        return Ok(());
+    }
+    let bytes = u64::from(field_u32(ctx, off.queue_nr_sector)?) * SECTOR_BYTES;
+    let (_, tid) = current_ids();
+    let Some(t) = thread(tid) else {
+        if op == b'R' {
+            add_total(TOTAL_OTHER_READ_BYTES, bytes);
+        } else {
+            // The kernel's flusher threads are named kworker/...; what they write is writeback.
+            let comm = field_bytes::<8>(ctx, off.queue_comm)?;
+            let writeback = &comm == b"kworker/";
+            add_total(if writeback { TOTAL_WRITEBACK_BYTES } else { TOTAL_OTHER_WRITE_BYTES }, bytes);
+        }
+        return Ok(());
+    };
+    let conn = current_conn(t);
+    if op == b'R' {
+        t.block_read_bytes += bytes;
+        if let Some(c) = conn {
+            c.block_read_bytes += bytes;
+        }
+    } else {
+        t.block_write_bytes += bytes;
+        if let Some(c) = conn {
+            c.block_write_bytes += bytes;
+        }
+    }
+    let key =
+        BlockKey { dev: field_u32(ctx, off.queue_dev)?, _pad: 0, sector: field_u64(ctx, off.queue_sector)? };
+    let _ = INFLIGHT.insert(key, BlockInflight { tid, _pad: 0, issued_ns: 0 }, 0);
+    Ok(())
+}
+
+#[tracepoint]
+pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
+    let off = offsets();
+    let (Ok(dev), Ok(sector)) = (field_u32(&ctx, off.issue_dev), field_u64(&ctx, off.issue_sector)) else {
+        return 1;
+    };
+    if let Some(f) = INFLIGHT.get_ptr_mut(BlockKey { dev, _pad: 0, sector }) {
+        // SAFETY: a live map value.
+        unsafe { (*f).issued_ns = now_ns() };
+    }
+    0
+}
+
+#[tracepoint]
+pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
+    let off = offsets();
+    let (Ok(dev), Ok(sector)) = (field_u32(&ctx, off.complete_dev), field_u64(&ctx, off.complete_sector))
+    else {
+        return 1;
+    };
+    let key = BlockKey { dev, _pad: 0, sector };
+    let Some(f) = INFLIGHT.get_ptr(key) else { return 0 };
+    // SAFETY: a live map value, copied before its removal.
+    let f = unsafe { *f };
+    let _ = INFLIGHT.remove(key);
+    if f.issued_ns != 0
+        && let Some(t) = thread(f.tid)
+    {
+        t.block_ios += 1;
+        t.block_io_ns += now_ns().saturating_sub(f.issued_ns);
+    }
+    0
+}

@@ -1,0 +1,370 @@
+//! Socket hooks: per-connection bytes, lifetimes and retransmissions, and the CPU time of traced
+//! threads charged to the connection they work for (rule in geminst_common::sock).
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    macros::{map, tracepoint},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
+    programs::TracePointContext,
+};
+use geminst_common::{
+    counters,
+    sched::{THREAD_SEEN_AT_START, ThreadStats},
+    sock::{
+        CONN_CLOSED, CONN_MORE_TIDS, CONN_PASSIVE, CONN_TIDS, CONN_TUPLE_KNOWN, ConnStats, EVENTS_BYTES,
+        IPPROTO_TCP, MAX_CONNS, MAX_PORTS, SockConfig, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED,
+        TCP_FIN_WAIT1, TCP_SYN_RECV, TCP_SYN_SENT,
+    },
+};
+
+use crate::{
+    sched::thread,
+    shared::{count, current_ids, field_bytes, field_u16, field_u32, field_u64, now_ns},
+};
+
+/// Field offsets and the port filter, set by userspace before loading.
+#[unsafe(no_mangle)]
+static SOCK_CONFIG: SockConfig = SockConfig {
+    len_sk: 0,
+    len_protocol: 0,
+    len_ret: 0,
+    state_skaddr: 0,
+    state_oldstate: 0,
+    state_newstate: 0,
+    state_sport: 0,
+    state_dport: 0,
+    state_family: 0,
+    state_protocol: 0,
+    state_saddr: 0,
+    state_daddr: 0,
+    state_saddr_v6: 0,
+    state_daddr_v6: 0,
+    retransmit_skaddr: 0,
+    nports: 0,
+    ports: [0; MAX_PORTS],
+};
+
+#[inline(always)]
+fn config() -> SockConfig {
+    // SAFETY: a read of a constant global; volatile so the compiler does not fold the zeros above.
+    unsafe { core::ptr::read_volatile(&SOCK_CONFIG) }
+}
+
+/// Live connections, keyed by the socket's kernel address. A connection leaves at TCP_CLOSE,
+/// through `CONN_EVENTS`.
+#[map]
+pub static CONNS: HashMap<u64, ConnStats> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+/// Closed connections, for userspace. Drops are counted (`conn_event_dropped`).
+#[map]
+static CONN_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// The 4-tuple and establishment time of recent TCP sockets of any process, so a connection first
+/// met through a traced thread's I/O still gets its addresses. Oldest entries make room.
+#[map]
+static TUPLES: LruHashMap<u64, ConnStats> = LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+/// The last connection id handed out.
+#[map]
+static LAST_CONN_ID: Array<u64> = Array::with_max_entries(1, 0);
+
+fn new_conn_id() -> u64 {
+    match LAST_CONN_ID.get_ptr_mut(0) {
+        // SeqCst: LLVM 22 drops the fetch of a relaxed add whose result is used (see sched.rs).
+        // SAFETY: a valid, aligned u64 in a map; every CPU allocates through this instruction.
+        Some(p) => (unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1) }) + 1,
+        None => 0,
+    }
+}
+
+/// Charges the thread's CPU time since `charge_from_ns` to its current connection. `slice` is the
+/// slice ending now, used when the slice's start was not seen (then no socket operation happened
+/// in it either, or `charge_from_ns` would be set).
+///
+/// A thread with no connection yet charges nothing here (see `socket_io` for its first one).
+#[inline(always)]
+pub fn charge(t: &mut ThreadStats, now: u64, slice: u64) {
+    if t.conn_sk == 0 {
+        t.charge_from_ns = 0;
+        return;
+    }
+    let amount = if t.charge_from_ns != 0 { now.saturating_sub(t.charge_from_ns) } else { slice };
+    t.charge_from_ns = 0;
+    if amount == 0 {
+        return;
+    }
+    if let Some(c) = CONNS.get_ptr_mut(t.conn_sk) {
+        // SAFETY: a live map value; only CPU counters are added.
+        let c = unsafe { &mut *c };
+        if c.conn_id == t.conn_id {
+            c.cpu_ns += amount;
+            t.conn_cpu_ns += amount;
+        }
+    }
+}
+
+/// The connection a traced thread's current CPU time belongs to, for the block and file
+/// programs.
+#[inline(always)]
+pub fn current_conn(t: &ThreadStats) -> Option<&'static mut ConnStats> {
+    if t.conn_sk == 0 {
+        return None;
+    }
+    // SAFETY: a live map value.
+    let c = unsafe { &mut *CONNS.get_ptr_mut(t.conn_sk)? };
+    (c.conn_id == t.conn_id).then_some(c)
+}
+
+#[tracepoint]
+pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    match socket_io(&ctx, true) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+#[tracepoint]
+pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+    match socket_io(&ctx, false) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// A send or receive on a socket, in the context of the thread doing it.
+fn socket_io(ctx: &TracePointContext, send: bool) -> Result<(), i64> {
+    let (tgid, tid) = current_ids();
+    let Some(t) = thread(tid) else { return Ok(()) };
+    let cfg = config();
+    if field_u16(ctx, cfg.len_protocol)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let sk = field_u64(ctx, cfg.len_sk)?;
+    let ret = field_u32(ctx, cfg.len_ret)? as i32;
+    let now = now_ns();
+    let mut conn = match CONNS.get_ptr_mut(sk) {
+        // SAFETY: a live map value.
+        Some(c) => Some(unsafe { &mut *c }),
+        // A connection met first through data (not through the port filter): record it. Not for
+        // an error or end of file, which a closed connection still returns.
+        None if ret > 0 => open_conn(sk, now),
+        None => None,
+    };
+    let conn_id = conn.as_ref().map_or(0, |c| c.conn_id);
+    if t.conn_sk == 0 && t.flags & THREAD_SEEN_AT_START == 0 {
+        // A thread created during the trace meets its first connection: everything it did so far
+        // was for it (servers that start a thread per connection).
+        let before =
+            t.oncpu_ns + if t.charge_from_ns != 0 { now.saturating_sub(t.charge_from_ns) } else { 0 };
+        if let Some(c) = conn.as_deref_mut() {
+            c.cpu_ns += before;
+            t.conn_cpu_ns += before;
+        }
+        t.conn_sk = sk;
+        t.conn_id = conn_id;
+        t.charge_from_ns = now;
+    } else if t.conn_sk != sk || t.conn_id != conn_id {
+        // The thread turns to another connection: what it did until now was for the last one.
+        if t.charge_from_ns == 0 && t.conn_sk != 0 {
+            count(counters::CHARGE_SKIPPED);
+        }
+        if t.charge_from_ns != 0 {
+            charge(t, now, 0);
+        }
+        t.conn_sk = sk;
+        t.conn_id = conn_id;
+    }
+    if t.charge_from_ns == 0 {
+        t.charge_from_ns = now;
+    }
+    if ret <= 0 {
+        return Ok(());
+    }
+    let bytes = ret as u64;
+    if send {
+        t.sock_send_bytes += bytes;
+        t.sock_sends += 1;
+    } else {
+        t.sock_recv_bytes += bytes;
+        t.sock_recvs += 1;
+    }
+    if let Some(c) = conn {
+        if send {
+            c.send_bytes += bytes;
+            c.sends += 1;
+        } else {
+            c.recv_bytes += bytes;
+            c.recvs += 1;
+        }
+        if c.first_io_ns == 0 {
+            c.first_io_ns = now;
+        }
+        c.last_io_ns = now;
+        if c.tgid == 0 {
+            c.tgid = tgid;
+        }
+        note_tid(c, tid);
+    }
+    Ok(())
+}
+
+/// Remembers a thread that worked on the connection (the first `CONN_TIDS` of them).
+#[inline(always)]
+fn note_tid(c: &mut ConnStats, tid: u32) {
+    for i in 0..CONN_TIDS {
+        if c.tids[i] == tid {
+            return;
+        }
+        if c.tids[i] == 0 {
+            c.tids[i] = tid;
+            return;
+        }
+    }
+    c.flags |= CONN_MORE_TIDS;
+}
+
+/// Makes an entry for a connection not yet in `CONNS`, with its 4-tuple if `TUPLES` has it.
+fn open_conn(sk: u64, now: u64) -> Option<&'static mut ConnStats> {
+    let mut c = match TUPLES.get_ptr(sk) {
+        // SAFETY: a live map value, copied out.
+        Some(t) => unsafe { *t },
+        None => ConnStats::default(),
+    };
+    c.conn_id = new_conn_id();
+    c.sk = sk;
+    c.created_ns = now;
+    if CONNS.insert(sk, c, 0).is_err() {
+        count(counters::CONN_MAP_FULL);
+        return None;
+    }
+    // SAFETY: just inserted.
+    CONNS.get_ptr_mut(sk).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn port_wanted(cfg: &SockConfig, port: u16) -> bool {
+    let mut i = 0;
+    while i < MAX_PORTS {
+        if (i as u32) < cfg.nports && cfg.ports[i] == port {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    match try_set_state(&ctx) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// A TCP state change, often in softirq context (so no process filter here).
+fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
+    let cfg = config();
+    if field_u16(ctx, cfg.state_protocol)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let sk = field_u64(ctx, cfg.state_skaddr)?;
+    let new = field_u32(ctx, cfg.state_newstate)?;
+    let now = now_ns();
+    match new {
+        TCP_SYN_SENT | TCP_SYN_RECV | TCP_ESTABLISHED => {
+            let mut tuple = ConnStats {
+                family: field_u16(ctx, cfg.state_family)?,
+                local_port: field_u16(ctx, cfg.state_sport)?,
+                remote_port: field_u16(ctx, cfg.state_dport)?,
+                flags: CONN_TUPLE_KNOWN | if new == TCP_SYN_RECV { CONN_PASSIVE } else { 0 },
+                ..ConnStats::default()
+            };
+            if tuple.family == geminst_common::sock::AF_INET6 {
+                tuple.local_addr = field_bytes::<16>(ctx, cfg.state_saddr_v6)?;
+                tuple.remote_addr = field_bytes::<16>(ctx, cfg.state_daddr_v6)?;
+            } else {
+                tuple.local_addr[..4].copy_from_slice(&field_u32(ctx, cfg.state_saddr)?.to_ne_bytes());
+                tuple.remote_addr[..4].copy_from_slice(&field_u32(ctx, cfg.state_daddr)?.to_ne_bytes());
+            }
+            if new == TCP_ESTABLISHED {
+                tuple.established_ns = now;
+            }
+            match CONNS.get_ptr_mut(sk) {
+                Some(c) => {
+                    // SAFETY: a live map value.
+                    let c = unsafe { &mut *c };
+                    if c.flags & CONN_TUPLE_KNOWN == 0 {
+                        c.family = tuple.family;
+                        c.local_port = tuple.local_port;
+                        c.remote_port = tuple.remote_port;
+                        c.local_addr = tuple.local_addr;
+                        c.remote_addr = tuple.remote_addr;
+                        c.flags |= tuple.flags;
+                    }
+                    if new == TCP_ESTABLISHED && c.established_ns == 0 {
+                        c.established_ns = now;
+                    }
+                }
+                None if port_wanted(&cfg, tuple.local_port) => {
+                    tuple.conn_id = new_conn_id();
+                    tuple.sk = sk;
+                    tuple.created_ns = now;
+                    if CONNS.insert(sk, tuple, 0).is_err() {
+                        count(counters::CONN_MAP_FULL);
+                    }
+                }
+                None => {
+                    // Not (yet) ours: keep the tuple in case a traced thread uses the socket.
+                    if let Some(old) = TUPLES.get_ptr(sk) {
+                        // SAFETY: a live map value, read once.
+                        let old = unsafe { *old };
+                        if old.flags & CONN_PASSIVE != 0 {
+                            tuple.flags |= CONN_PASSIVE;
+                        }
+                        if tuple.established_ns == 0 {
+                            tuple.established_ns = old.established_ns;
+                        }
+                    }
+                    let _ = TUPLES.insert(sk, tuple, 0);
+                }
+            }
+        }
+        TCP_FIN_WAIT1 | TCP_CLOSE_WAIT => {
+            if let Some(c) = CONNS.get_ptr_mut(sk) {
+                // SAFETY: a live map value.
+                let c = unsafe { &mut *c };
+                if c.fin_ns == 0 {
+                    c.fin_ns = now;
+                }
+            }
+        }
+        TCP_CLOSE => {
+            let _ = TUPLES.remove(sk);
+            if let Some(c) = CONNS.get_ptr_mut(sk) {
+                // SAFETY: a live map value, copied out before its removal.
+                let mut c = unsafe { *c };
+                c.closed_ns = now;
+                c.flags |= CONN_CLOSED;
+                if CONN_EVENTS.output::<ConnStats>(&c, 0).is_err() {
+                    count(counters::CONN_EVENT_DROPPED);
+                }
+                let _ = CONNS.remove(sk);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+    let Ok(sk) = field_u64(&ctx, config().retransmit_skaddr) else { return 1 };
+    if let Some(c) = CONNS.get_ptr_mut(sk) {
+        // Softirq context, racing with the owner's sends on another CPU: an atomic add (its
+        // result unused, so no fetch is needed). Retransmissions are rare.
+        // SAFETY: a valid, aligned u64 in a live map value.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*c).retransmits, 1) };
+    }
+    0
+}

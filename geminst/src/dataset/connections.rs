@@ -1,0 +1,94 @@
+//! connections.parquet: one row per TCP connection seen by the tracer (and, once joined, by the
+//! packet capture). Columns in docs/schema.md.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::Table;
+
+/// One TCP connection as the eBPF programs saw it. Times are CLOCK_MONOTONIC ns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnRow {
+    pub conn_id: u64,
+    /// The traced process that did socket I/O on it (None: only its state changes were seen).
+    pub tgid: Option<u32>,
+    /// Local (server side for accepted connections) and remote endpoints; None when the tracer
+    /// met the connection only through its data, with no state change to read the tuple from.
+    pub local_ip: Option<String>,
+    pub local_port: Option<u16>,
+    pub remote_ip: Option<String>,
+    pub remote_port: Option<u16>,
+    /// Accepted by a listener (server side).
+    pub passive: bool,
+    pub created_ns: u64,
+    pub established_ns: Option<u64>,
+    pub fin_ns: Option<u64>,
+    pub closed_ns: Option<u64>,
+    pub first_io_ns: Option<u64>,
+    pub last_io_ns: Option<u64>,
+    pub sock_send_bytes: u64,
+    pub sock_recv_bytes: u64,
+    pub sock_sends: u64,
+    pub sock_recvs: u64,
+    pub retransmits: u64,
+    pub cpu_ns: u64,
+    pub file_read_bytes: u64,
+    pub file_write_bytes: u64,
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    /// Threads that did socket I/O on it, space-separated (the first four).
+    pub tids: String,
+}
+
+impl ConnRow {
+    /// `ip:port` of the local end, as the server's log writes addresses (IPv6 in brackets).
+    pub fn local_addr(&self) -> Option<String> {
+        Some(socket_addr(self.local_ip.as_deref()?, self.local_port?))
+    }
+
+    pub fn remote_addr(&self) -> Option<String> {
+        Some(socket_addr(self.remote_ip.as_deref()?, self.remote_port?))
+    }
+}
+
+/// `ip:port`, with an IPv6 address in brackets (the form std's SocketAddr prints).
+pub fn socket_addr(ip: &str, port: u16) -> String {
+    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
+}
+
+pub const FILE: &str = "connections.parquet";
+
+/// Adds the eBPF columns of `rows` to `t` (the join adds its own columns after them).
+pub fn columns(t: &mut Table, rows: &[ConnRow]) {
+    t.u64("conn_id", rows.iter().map(|r| r.conn_id))
+        .opt_u32("tgid", rows.iter().map(|r| r.tgid))
+        .opt_str("local_ip", rows.iter().map(|r| r.local_ip.as_deref()))
+        .opt_u32("local_port", rows.iter().map(|r| r.local_port.map(u32::from)))
+        .opt_str("remote_ip", rows.iter().map(|r| r.remote_ip.as_deref()))
+        .opt_u32("remote_port", rows.iter().map(|r| r.remote_port.map(u32::from)))
+        .bool("passive", rows.iter().map(|r| r.passive))
+        .u64("created_ns", rows.iter().map(|r| r.created_ns))
+        .opt_u64("established_ns", rows.iter().map(|r| r.established_ns))
+        .opt_u64("fin_ns", rows.iter().map(|r| r.fin_ns))
+        .opt_u64("closed_ns", rows.iter().map(|r| r.closed_ns))
+        .opt_u64("first_io_ns", rows.iter().map(|r| r.first_io_ns))
+        .opt_u64("last_io_ns", rows.iter().map(|r| r.last_io_ns))
+        .u64("sock_send_bytes", rows.iter().map(|r| r.sock_send_bytes))
+        .u64("sock_recv_bytes", rows.iter().map(|r| r.sock_recv_bytes))
+        .u64("sock_sends", rows.iter().map(|r| r.sock_sends))
+        .u64("sock_recvs", rows.iter().map(|r| r.sock_recvs))
+        .u64("retransmits", rows.iter().map(|r| r.retransmits))
+        .u64("cpu_ns", rows.iter().map(|r| r.cpu_ns))
+        .u64("file_read_bytes", rows.iter().map(|r| r.file_read_bytes))
+        .u64("file_write_bytes", rows.iter().map(|r| r.file_write_bytes))
+        .u64("block_read_bytes", rows.iter().map(|r| r.block_read_bytes))
+        .u64("block_write_bytes", rows.iter().map(|r| r.block_write_bytes))
+        .str("tids", rows.iter().map(|r| r.tids.as_str()));
+}
+
+pub fn write(dir: &Path, rows: &[ConnRow]) -> Result<()> {
+    let mut t = Table::new();
+    columns(&mut t, rows);
+    t.write(&dir.join(FILE))
+}

@@ -1,0 +1,118 @@
+//! The time series: cumulative totals sampled at a fixed interval, differenced into rows.
+
+use std::time::Duration;
+
+use crate::dataset::{threads::ThreadRow, timeseries::TimeRow};
+
+/// Cumulative totals of the traced processes at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub cpu_ns: u64,
+    pub sock_send_bytes: u64,
+    pub sock_recv_bytes: u64,
+    pub file_read_bytes: u64,
+    pub file_write_bytes: u64,
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    pub writeback_bytes: u64,
+    pub connections_closed: u64,
+}
+
+impl Totals {
+    /// Sums the threads' counters; `writeback_bytes` and `connections_closed` come from elsewhere.
+    pub fn of_threads(threads: &[ThreadRow], writeback_bytes: u64, connections_closed: u64) -> Self {
+        let sum = |f: fn(&ThreadRow) -> u64| threads.iter().map(f).sum();
+        Self {
+            cpu_ns: sum(|t| t.oncpu_ns),
+            sock_send_bytes: sum(|t| t.sock_send_bytes),
+            sock_recv_bytes: sum(|t| t.sock_recv_bytes),
+            file_read_bytes: sum(|t| t.file_read_bytes),
+            file_write_bytes: sum(|t| t.file_write_bytes),
+            block_read_bytes: sum(|t| t.block_read_bytes),
+            block_write_bytes: sum(|t| t.block_write_bytes),
+            writeback_bytes,
+            connections_closed,
+        }
+    }
+}
+
+pub struct Sampler {
+    interval_ns: u64,
+    last_ns: u64,
+    last: Totals,
+    rows: Vec<TimeRow>,
+}
+
+impl Sampler {
+    /// Starts at `start_ns` with the totals then (the counters of threads that existed before
+    /// the trace start at zero, so `Totals::default()` is right at the start).
+    pub fn new(start_ns: u64, interval: Duration) -> Self {
+        Self {
+            interval_ns: interval.as_nanos().max(1) as u64,
+            last_ns: start_ns,
+            last: Totals::default(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// When the next sample is due.
+    pub fn next_ns(&self) -> u64 {
+        self.last_ns + self.interval_ns
+    }
+
+    /// Adds the row for [last sample, now).
+    pub fn sample(&mut self, now_ns: u64, totals: Totals, rss_bytes: Option<u64>) {
+        // Totals never go down; saturate anyway so a clock oddity cannot make a huge row.
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        let (a, b) = (totals, self.last);
+        self.rows.push(TimeRow {
+            start_ns: self.last_ns,
+            end_ns: now_ns,
+            cpu_ns: d(a.cpu_ns, b.cpu_ns),
+            sock_send_bytes: d(a.sock_send_bytes, b.sock_send_bytes),
+            sock_recv_bytes: d(a.sock_recv_bytes, b.sock_recv_bytes),
+            file_read_bytes: d(a.file_read_bytes, b.file_read_bytes),
+            file_write_bytes: d(a.file_write_bytes, b.file_write_bytes),
+            block_read_bytes: d(a.block_read_bytes, b.block_read_bytes),
+            block_write_bytes: d(a.block_write_bytes, b.block_write_bytes),
+            writeback_bytes: d(a.writeback_bytes, b.writeback_bytes),
+            connections_closed: d(a.connections_closed, b.connections_closed),
+            requests_done: None,
+            rss_bytes,
+        });
+        self.last = totals;
+        self.last_ns = now_ns;
+    }
+
+    pub fn into_rows(self) -> Vec<TimeRow> {
+        self.rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_differences_and_tile_the_trace() {
+        let mut s = Sampler::new(1_000, Duration::from_nanos(100));
+        assert_eq!(s.next_ns(), 1_100);
+        s.sample(1_100, Totals { cpu_ns: 50, sock_send_bytes: 10, ..Totals::default() }, Some(4096));
+        s.sample(
+            1_200,
+            Totals { cpu_ns: 80, sock_send_bytes: 10, connections_closed: 2, ..Totals::default() },
+            None,
+        );
+        let rows = s.into_rows();
+        assert_eq!(
+            (rows[0].start_ns, rows[0].end_ns, rows[0].cpu_ns, rows[0].sock_send_bytes),
+            (1_000, 1_100, 50, 10)
+        );
+        assert_eq!(
+            (rows[1].start_ns, rows[1].end_ns, rows[1].cpu_ns, rows[1].sock_send_bytes),
+            (1_100, 1_200, 30, 0)
+        );
+        assert_eq!(rows[1].connections_closed, 2);
+        assert_eq!(rows[0].rss_bytes, Some(4096));
+    }
+}
