@@ -4,7 +4,9 @@
 pub mod connections;
 pub mod files;
 pub mod parquet;
+pub mod requests;
 pub mod runinfo;
+pub mod serverlog;
 pub mod threads;
 pub mod timeseries;
 

@@ -59,6 +59,9 @@ pub struct TraceArgs {
     /// Turn on the kernel's BPF statistics and report each program's cost per event
     #[arg(long)]
     pub bpf_stats: bool,
+    /// The built-in server's request log: joined with the connections into requests.parquet
+    #[arg(long, value_name = "FILE")]
+    pub server_log: Option<PathBuf>,
 }
 
 /// What to trace and how.
@@ -392,9 +395,9 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
         }
     };
     progress.finish();
-    let output = tracer.stop()?;
-    output::write(&out, &mut info, &output, reason, args.duration)?;
+    let mut output = tracer.stop()?;
+    let recon = output::write(&out, &mut info, &mut output, reason, args.duration, args.server_log.as_deref())?;
     info.write(&out)?;
-    summary::print(&output, reason, &out);
+    summary::print(&output, reason, &out, recon.as_ref());
     Ok(ExitCode::SUCCESS)
 }

@@ -7,21 +7,56 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{ProgramStats, StopReason, TraceOutput};
-use crate::dataset::{self, RunInfo};
+use crate::dataset::{
+    self, RunInfo,
+    requests::{self, Reconciliation},
+    serverlog,
+};
 
-/// Writes the three Parquet files and fills `info` (the caller writes run.json, after adding its
-/// own sections).
+/// Writes the Parquet files and fills `info` (the caller writes run.json, after adding its own
+/// sections). With the server's log, also requests.parquet and the time series' request counts;
+/// a log that cannot be read is reported in `info` and returned as the error, after everything
+/// else was written.
 pub fn write(
     dir: &Path,
     info: &mut RunInfo,
-    output: &TraceOutput,
+    output: &mut TraceOutput,
     reason: StopReason,
     duration_s: Option<f64>,
-) -> Result<()> {
+    server_log: Option<&Path>,
+) -> Result<Option<Reconciliation>> {
+    describe(info, output, reason, duration_s)?;
+    let log = server_log.map(|p| (p, serverlog::read(p)));
+    let mut failure = None;
+    let mut recon = None;
+    match log {
+        Some((path, Ok(log))) => {
+            for (line, why) in log.skipped.iter().take(5) {
+                eprintln!("geminst: warning: {} line {line} is not a log record ({why}); skipped", path.display());
+            }
+            info.lost.insert("log.malformed_lines".into(), log.skipped.len() as u64);
+            requests::fill_requests_done(&mut output.timeseries, &log.records);
+            let (rows, r) = requests::join(&log.records, &output.connections);
+            requests::write(dir, &rows)?;
+            info.section("join", &r)?;
+            recon = Some(r);
+        }
+        Some((path, Err(e))) => {
+            info.notes.push(format!("the server log {} could not be read ({e:#}); no requests.parquet", path.display()));
+            failure = Some(crate::exit::BadInput(format!("{e:#}")));
+        }
+        None => {}
+    }
     dataset::threads::write(dir, &output.threads)?;
     dataset::connections::write(dir, &output.connections)?;
     dataset::timeseries::write(dir, &output.timeseries)?;
-    describe(info, output, reason, duration_s)
+    match failure {
+        Some(e) => {
+            info.write(dir)?;
+            Err(e.into())
+        }
+        None => Ok(recon),
+    }
 }
 
 /// The trace's section of run.json, its loss counters and notes.

@@ -9,7 +9,7 @@ use std::{
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{StopReason, TraceOutput};
-use crate::dataset::threads::ThreadRow;
+use crate::dataset::{requests::Reconciliation, threads::ThreadRow};
 
 /// A live status line on stderr (hidden when stderr is not a terminal).
 pub struct Progress {
@@ -51,7 +51,7 @@ pub fn ms(ns: u64) -> String {
 }
 
 /// Prints the per-thread table and where the files went.
-pub fn print(output: &TraceOutput, reason: StopReason, out: &Path) {
+pub fn print(output: &TraceOutput, reason: StopReason, out: &Path, recon: Option<&Reconciliation>) {
     let secs = output.end_ns.saturating_sub(output.start_ns) as f64 / 1e9;
     println!("traced {secs:.3} s, stopped by {}", reason.as_str());
     println!(
@@ -95,6 +95,12 @@ pub fn print(output: &TraceOutput, reason: StopReason, out: &Path) {
             cpu / 1000 / conns.len() as u64,
             sent / conns.len() as u64,
             recv / conns.len() as u64
+        );
+    }
+    if let Some(r) = recon {
+        println!(
+            "reconciliation: {} log records, {} traced connections on the server's ports, {} joined ({} log only, {} traced only)",
+            r.log_records, r.ebpf_connections, r.joined, r.log_only, r.ebpf_only
         );
     }
     for p in &output.programs {
