@@ -524,3 +524,77 @@ fn root_trace_attributes_cold_file_reads_to_the_reader() {
         assert_eq!(other["block_read_bytes"], 0, "{other}");
     }
 }
+
+#[test]
+fn root_trace_follows_a_jetforce_server() {
+    if !util::root_or_skip("root_trace_follows_a_jetforce_server") {
+        return;
+    }
+    let _g = util::serial();
+    let root = util::temp_dir("trace-jetforce-root");
+    let body: String = (0..2000).map(|i| format!("line {i:05} of a known file\n")).collect();
+    std::fs::write(root.join("known.txt"), &body).unwrap();
+    let port = util::free_port();
+    let jetforce = util::repo_root().join(".venv/bin/jetforce");
+    let server = util::spawn(
+        Command::new(&jetforce)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--hostname", "localhost", "--dir"])
+            .arg(&root)
+            .current_dir(&root),
+    );
+    assert!(
+        util::wait_until(Duration::from_secs(30), || std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "jetforce did not start listening on {port}"
+    );
+    // That probe connection is over before the trace starts.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = util::temp_dir("trace-jetforce");
+    let (mut tracer, _o, _e) = start_trace(&[server.pid()], &out, &[]);
+    const FETCHES: usize = 5;
+    for _ in 0..FETCHES {
+        // openssl's client, independent of geminst, fetches the file over TLS.
+        let mut client = Command::new("openssl")
+            .args([
+                "s_client",
+                "-quiet",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                "localhost",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        client.stdin.take().unwrap().write_all(b"gemini://localhost/known.txt\r\n").unwrap();
+        let reply = Guard::new(client).output(Duration::from_secs(20)).1;
+        assert!(
+            reply.starts_with("20 text/plain") && reply.ends_with(&body),
+            "jetforce answered {:.80}",
+            reply
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    tracer.signal(libc::SIGINT);
+    assert!(tracer.wait(Duration::from_secs(30)).success());
+    drop(server);
+
+    let (_, conns) = util::read_parquet(&out.join("connections.parquet"));
+    let served: Vec<&serde_json::Value> = conns
+        .iter()
+        .filter(|c| c["local_port"].as_u64() == Some(port as u64) && c["passive"] == true)
+        .collect();
+    assert_eq!(served.len(), FETCHES, "{conns:#?}");
+    for c in served {
+        let sent = c["sock_send_bytes"].as_u64().unwrap();
+        let body = body.len() as u64;
+        // The body plus TLS: handshake flights, record headers and tags, a few kilobytes.
+        assert!(sent > body && sent < body + 16_384, "sent {sent} for a {body}-byte body: {c}");
+        assert!(c["sock_recv_bytes"].as_u64().unwrap() > 30, "{c}");
+        let cpu = c["cpu_ns"].as_u64().unwrap();
+        assert!((10_000..2_000_000_000).contains(&cpu), "Python serving one request: {cpu} ns? {c}");
+        assert!(c["closed_ns"].is_u64() && c["established_ns"].is_u64(), "{c}");
+    }
+}

@@ -396,7 +396,8 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
     };
     progress.finish();
     let mut output = tracer.stop()?;
-    let recon = output::write(&out, &mut info, &mut output, reason, args.duration, args.server_log.as_deref())?;
+    let recon =
+        output::write(&out, &mut info, &mut output, reason, args.duration, args.server_log.as_deref())?;
     info.write(&out)?;
     summary::print(&output, reason, &out, recon.as_ref());
     Ok(ExitCode::SUCCESS)

@@ -32,7 +32,10 @@ pub fn write(
     match log {
         Some((path, Ok(log))) => {
             for (line, why) in log.skipped.iter().take(5) {
-                eprintln!("geminst: warning: {} line {line} is not a log record ({why}); skipped", path.display());
+                eprintln!(
+                    "geminst: warning: {} line {line} is not a log record ({why}); skipped",
+                    path.display()
+                );
             }
             info.lost.insert("log.malformed_lines".into(), log.skipped.len() as u64);
             requests::fill_requests_done(&mut output.timeseries, &log.records);
@@ -42,7 +45,10 @@ pub fn write(
             recon = Some(r);
         }
         Some((path, Err(e))) => {
-            info.notes.push(format!("the server log {} could not be read ({e:#}); no requests.parquet", path.display()));
+            info.notes.push(format!(
+                "the server log {} could not be read ({e:#}); no requests.parquet",
+                path.display()
+            ));
             failure = Some(crate::exit::BadInput(format!("{e:#}")));
         }
         None => {}
