@@ -59,6 +59,9 @@ pub struct ThreadStats {
     /// chosen tasks (a sandbox hiding its agent, for one), so a switch from such a task to this
     /// thread is invisible. The length of those slices comes from the kernel's runtime.
     pub unseen_switch_ins: u64,
+    /// Wall-clock time of slices beyond the kernel's runtime for them: time the hypervisor did not
+    /// run the virtual CPU while the thread was current on it (steal).
+    pub stolen_ns: u64,
 
     // Socket, block and file I/O of the thread (sock.rs, block.rs, files.rs).
     pub sock_send_bytes: u64,

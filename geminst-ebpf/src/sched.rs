@@ -101,8 +101,8 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     let now = now_ns();
     if let Some(prev) = stats(prev_slot) {
         let state = field_uint(ctx, off.switch_prev_state, off.switch_prev_state_size)?;
-        let slice = switched_out(prev, now, current_runtime(off.task_sum_exec_runtime));
-        crate::sock::charge(prev, now, slice);
+        let (slice, wall) = switched_out(prev, now, current_runtime(off.task_sum_exec_runtime));
+        crate::sock::charge(prev, now, slice, wall);
         if state & PREV_STATE_SLEEP_MASK != 0 {
             prev.voluntary_switches += 1;
         } else {
@@ -155,39 +155,50 @@ fn current_runtime(offset: u32) -> u64 {
     read.unwrap_or(RUNTIME_UNKNOWN)
 }
 
-/// Ends the thread's current slice at `now`.
+/// Ends the thread's current slice at `now`; returns the slice's on-CPU time and its wall-clock
+/// length (0 when its start was not seen).
 ///
-/// The slice is measured with our own timestamps from its switch in. When no program saw that
-/// switch in (some kernels suppress tracepoints in the context of chosen tasks, so a switch from
-/// such a task is invisible), its length is the growth of the kernel's runtime of the thread since
-/// its last switch out, and the run-queue wait that preceded it is closed at the slice's start.
-/// Returns the slice's length.
+/// On-CPU time is the growth of the kernel's own runtime of the thread since its last switch out
+/// (`se.sum_exec_runtime`, brought up to date by the scheduler just before this tracepoint). It
+/// leaves out what the kernel leaves out: time the hypervisor did not run this virtual CPU
+/// (steal). geminst's own timestamps measure the slice too; where they give more, the difference
+/// is kept as `stolen_ns`. Without the runtime (no BTF), the timestamps are the measure.
+///
+/// When no program saw the switch in (some kernels suppress tracepoints in the context of chosen
+/// tasks, so a switch from such a task is invisible), the run-queue wait before the slice is
+/// closed at the slice's start, and `unseen_switch_ins` counts it.
 #[inline(always)]
-fn switched_out(t: &mut ThreadStats, now: u64, runtime: u64) -> u64 {
+fn switched_out(t: &mut ThreadStats, now: u64, runtime: u64) -> (u64, u64) {
     let known = runtime != RUNTIME_UNKNOWN;
     let kernel_slice = if known && t.flags & THREAD_RUNTIME_KNOWN != 0 && runtime >= t.last_out_runtime_ns {
         Some(runtime - t.last_out_runtime_ns)
     } else {
         None
     };
-    let slice = if t.switched_in_ns != 0 {
-        let measured = now.saturating_sub(t.switched_in_ns);
-        match kernel_slice {
-            // Registered mid-sleep and switched in unseen: the registration time is not the start.
-            Some(k) if t.flags & THREAD_START_PROVISIONAL != 0 && k < measured => k,
-            _ => measured,
+    let wall = if t.switched_in_ns != 0 { now.saturating_sub(t.switched_in_ns) } else { 0 };
+    let provisional = t.flags & THREAD_START_PROVISIONAL != 0;
+    let slice = match kernel_slice {
+        Some(k) if t.switched_in_ns == 0 => {
+            t.unseen_switch_ins += 1;
+            if t.runnable_since_ns != 0 {
+                let start = now.saturating_sub(k);
+                t.wait_ns += start.saturating_sub(t.runnable_since_ns);
+                t.runnable_since_ns = 0;
+            }
+            k
         }
-    } else if let Some(k) = kernel_slice {
-        t.unseen_switch_ins += 1;
-        if t.runnable_since_ns != 0 {
-            let start = now.saturating_sub(k);
-            t.wait_ns += start.saturating_sub(t.runnable_since_ns);
-            t.runnable_since_ns = 0;
+        // Registered at the start while on a CPU: the kernel's figure includes the part of the
+        // slice before the trace, the wall-clock one does not.
+        Some(k) if provisional => k.min(wall),
+        Some(k) => {
+            t.stolen_ns += wall.saturating_sub(k);
+            k
         }
-        k
-    } else {
-        count(counters::SLICE_LOST);
-        0
+        None if t.switched_in_ns != 0 => wall,
+        None => {
+            count(counters::SLICE_LOST);
+            0
+        }
     };
     t.oncpu_ns += slice;
     t.switched_in_ns = 0;
@@ -196,7 +207,7 @@ fn switched_out(t: &mut ThreadStats, now: u64, runtime: u64) -> u64 {
         t.last_out_runtime_ns = runtime;
         t.flags |= THREAD_RUNTIME_KNOWN;
     }
-    slice
+    (slice, wall)
 }
 
 #[tracepoint]

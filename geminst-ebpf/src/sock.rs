@@ -78,18 +78,32 @@ fn new_conn_id() -> u64 {
     }
 }
 
-/// Charges the thread's CPU time since `charge_from_ns` to its current connection. `slice` is the
-/// slice ending now, used when the slice's start was not seen (then no socket operation happened
-/// in it either, or `charge_from_ns` would be set).
+/// Charges the thread's CPU time since `charge_from_ns` to its current connection. At a switch out,
+/// `slice` is the slice's on-CPU time and `wall` its wall-clock length (0 if its start was not
+/// seen): the wall-clock part charged is scaled by slice/wall, so stolen time is not charged; and
+/// a slice whose start was not seen (so no socket operation happened in it either, or
+/// `charge_from_ns` would be set) is charged whole. Mid-slice (`wall` 0, `slice` 0) the wall-clock
+/// time is charged as it is.
 ///
 /// A thread with no connection yet charges nothing here (see `socket_io` for its first one).
 #[inline(always)]
-pub fn charge(t: &mut ThreadStats, now: u64, slice: u64) {
+pub fn charge(t: &mut ThreadStats, now: u64, slice: u64, wall: u64) {
     if t.conn_sk == 0 {
         t.charge_from_ns = 0;
         return;
     }
-    let amount = if t.charge_from_ns != 0 { now.saturating_sub(t.charge_from_ns) } else { slice };
+    let amount = if t.charge_from_ns == 0 {
+        slice
+    } else {
+        let part = now.saturating_sub(t.charge_from_ns);
+        if wall > slice {
+            // part * slice / wall in 16-bit fixed point: no overflow for slices up to hours.
+            let ratio = (slice << 16) / wall;
+            (part * ratio) >> 16
+        } else {
+            part
+        }
+    };
     t.charge_from_ns = 0;
     if amount == 0 {
         return;
@@ -170,7 +184,7 @@ fn socket_io(ctx: &TracePointContext, send: bool) -> Result<(), i64> {
             count(counters::CHARGE_SKIPPED);
         }
         if t.charge_from_ns != 0 {
-            charge(t, now, 0);
+            charge(t, now, 0, 0);
         }
         t.conn_sk = sk;
         t.conn_id = conn_id;

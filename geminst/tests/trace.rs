@@ -155,6 +155,12 @@ fn root_trace_cpu_and_switches_match_proc() {
             "thread {tid}: geminst {got} ns on CPU, schedstat {oncpu} ns ({:.3}% off)",
             100.0 * rel_err(got, oncpu)
         );
+        // geminst's own timestamps (runtime plus the steal they saw) measure at least as much.
+        let wall = got + row["stolen_ns"].as_u64().unwrap();
+        assert!(
+            wall as f64 >= oncpu as f64 * 0.99,
+            "thread {tid}: wall-clock {wall} ns < schedstat {oncpu} ns"
+        );
         // It burned at least what it was asked to (its own clock says so).
         assert!(got >= amounts[i] * 1_000_000 * 99 / 100, "thread {tid}: {got} ns < {} ms", amounts[i]);
         // The kernel counts each switch in exactly one of nvcsw/nivcsw; so does geminst.

@@ -24,6 +24,8 @@ pub struct ThreadRow {
     pub exit_ns: Option<u64>,
     /// Slices whose switch in the kernel did not report; measured with its runtime accounting.
     pub unseen_switch_ins: u64,
+    /// Wall-clock time of slices beyond the kernel's runtime for them (hypervisor steal).
+    pub stolen_ns: u64,
     /// CPU time charged to connections (the rest of `oncpu_ns` was not for any connection).
     pub conn_cpu_ns: u64,
     pub sock_send_bytes: u64,
@@ -52,6 +54,7 @@ pub fn write(dir: &Path, rows: &[ThreadRow]) -> Result<()> {
         .bool("seen_at_start", rows.iter().map(|r| r.seen_at_start))
         .opt_u64("exit_ns", rows.iter().map(|r| r.exit_ns))
         .u64("unseen_switch_ins", rows.iter().map(|r| r.unseen_switch_ins))
+        .u64("stolen_ns", rows.iter().map(|r| r.stolen_ns))
         .u64("conn_cpu_ns", rows.iter().map(|r| r.conn_cpu_ns))
         .u64("sock_send_bytes", rows.iter().map(|r| r.sock_send_bytes))
         .u64("sock_recv_bytes", rows.iter().map(|r| r.sock_recv_bytes))

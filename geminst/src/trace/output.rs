@@ -82,28 +82,28 @@ pub fn describe(
     }
     if let Some(problem) = &output.btf_problem {
         info.notes.push(format!(
-            "the kernel's BTF gave no offset for task_struct.se.sum_exec_runtime ({problem}): slices \\
+            "the kernel's BTF gave no offset for task_struct.se.sum_exec_runtime ({problem}): slices \
              whose switch in the kernel did not report are not measured (lost.ebpf.slice_lost)"
         ));
     }
     let unseen: u64 = output.threads.iter().map(|t| t.unseen_switch_ins).sum();
     if unseen > 0 {
         info.notes.push(format!(
-            "{unseen} slices began with a switch in that this kernel did not report (it suppresses \\
-             tracepoints in the context of some tasks); their on-CPU time is the kernel's own \\
+            "{unseen} slices began with a switch in that this kernel did not report (it suppresses \
+             tracepoints in the context of some tasks); their on-CPU time is the kernel's own \
              runtime accounting (threads.parquet column unseen_switch_ins)"
         ));
     }
     if output.ports.is_empty() {
         info.notes.push(
-            "no server port was traced (the targets listened on none and --port was not given): \\
+            "no server port was traced (the targets listened on none and --port was not given): \
              connections were recorded from their first byte, without their handshake or teardown"
                 .into(),
         );
     }
     if output.writeback_bytes > 0 {
         info.notes.push(format!(
-            "{} bytes of asynchronous writeback were queued machine-wide during the trace; the pages \\
+            "{} bytes of asynchronous writeback were queued machine-wide during the trace; the pages \
              were dirtied earlier by whichever process wrote them and are not attributed",
             output.writeback_bytes
         ));

@@ -53,6 +53,7 @@ pub fn thread_row(s: &ThreadStats, now_ns: u64, name: bool) -> ThreadRow {
         seen_at_start: s.flags & THREAD_SEEN_AT_START != 0,
         exit_ns: exited.then_some(s.exit_ns),
         unseen_switch_ins: unseen,
+        stolen_ns: s.stolen_ns,
         conn_cpu_ns: s.conn_cpu_ns,
         sock_send_bytes: s.sock_send_bytes,
         sock_recv_bytes: s.sock_recv_bytes,
