@@ -96,10 +96,12 @@ fn request_and_response_sizes_are_exact() {
         assert_eq!(u(col("response_body_bytes")), 5000);
         assert_eq!(u(col("response_header_bytes")), "20 application/octet-stream\r\n".len() as u64);
         assert_eq!(col("tls_version"), "1.3");
+        assert_eq!(col("tls_cipher"), "TLS13_AES_128_GCM_SHA256");
         assert_eq!(col("tls_close_notify"), true);
         assert!(col("error_kind").is_null() && col("error").is_null());
         // The server's account of the same connection, joined on the client's socket address.
         let s = by_peer[col("local_addr").as_str().unwrap()];
+        assert_eq!(s.cipher.as_deref(), col("tls_cipher").as_str());
         assert_eq!(u(col("tcp_bytes_sent")), s.tcp_bytes_received, "row {i}");
         assert_eq!(u(col("tcp_bytes_received")), s.tcp_bytes_sent, "row {i}");
         assert_eq!(col("peer_addr").as_str().unwrap(), server.addr.to_string());
@@ -398,13 +400,13 @@ fn tls_versions_sni_pinning_and_resumption() {
     let (code, s, err) = load_json(&[&url, "--tls", "1.2", "--count", "3", "--out", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{s}\n{err}");
     assert_eq!(s["tls_versions"]["1.2"], 3);
-    assert!(parquet(&out)["tls_version"].iter().all(|v| v == "1.2"));
-    assert!(
-        server
-            .wait_seen(3, Duration::from_secs(5))
-            .iter()
-            .all(|x| x.tls_version.as_deref() == Some("TLSv1_2"))
-    );
+    let cols = parquet(&out);
+    assert!(cols["tls_version"].iter().all(|v| v == "1.2"));
+    let suite = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256";
+    assert!(cols["tls_cipher"].iter().all(|v| v == suite), "{:?}", cols["tls_cipher"]);
+    let seen = server.wait_seen(3, Duration::from_secs(5));
+    assert!(seen.iter().all(|x| x.tls_version.as_deref() == Some("TLSv1_2")));
+    assert!(seen.iter().all(|x| x.cipher.as_deref() == Some(suite)));
     // The fingerprint the client saw is the server's.
     assert_eq!(s["server_cert_sha256"], server.cert_sha256.as_str());
 

@@ -2,7 +2,7 @@
 //! server's close, noting the time of each stage and the bytes at the socket.
 
 use std::{
-    io,
+    io::{self, Write as _},
     net::SocketAddr,
     pin::Pin,
     sync::{
@@ -108,8 +108,15 @@ async fn exchange(
     // The request follows the handshake's last flight at once rather than waiting for its ACK.
     let _ = stream.set_nodelay(true);
 
+    // The request is handed to rustls before the handshake, which holds it until the handshake
+    // is done and then sends it at once: in TLS 1.3 in the same write, and the same segment, as
+    // the client's Finished. That saves a send and a wake-up on both sides; the bytes are the
+    // same as writing it afterwards, and nothing is sent early (no 0-RTT).
     let mut tls = connector
-        .connect(target.server_name.clone(), Counted { inner: stream, counts })
+        .connect_with(target.server_name.clone(), Counted { inner: stream, counts }, |conn| {
+            // Cannot fail: the buffer for data written before the handshake holds 64 KiB.
+            let _ = conn.writer().write_all(&target.line);
+        })
         .await
         .map_err(|e| fail(ErrorKind::Tls, format!("TLS handshake: {e}")))?;
     rec.handshake_ns = Some(clock::monotonic_ns());
@@ -119,10 +126,10 @@ async fn exchange(
         Some(ProtocolVersion::TLSv1_2) => Some(TlsVersion::Tls12),
         _ => None,
     };
+    rec.tls_cipher = conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str());
     rec.tls_resumed = Some(conn.handshake_kind() == Some(HandshakeKind::Resumed));
 
     let io_err = |what: &str, e: io::Error| fail(ErrorKind::Io, format!("{what}: {e}"));
-    tls.write_all(&target.line).await.map_err(|e| io_err("sending the request", e))?;
     tls.flush().await.map_err(|e| io_err("sending the request", e))?;
     rec.request_bytes = target.line.len() as u64;
 

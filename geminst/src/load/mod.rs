@@ -38,6 +38,12 @@ pub use record::{ErrorKind, Record, RequestError};
 pub use report::{Bytes, Counts, LoadReport, Percentiles, PhaseSummary, Summary};
 pub use url::{GeminiUrl, MAX_REQUEST_BYTES, MAX_URL_BYTES};
 
+/// The rustls client configuration `geminst load` uses for `settings` (for benchmarks and for
+/// tools that want to speak TLS exactly as the load generator does).
+pub fn client_config(settings: &TlsSettings) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    Ok(tls::ClientTls::new(settings)?.config)
+}
+
 use crate::{exit::BadInput, signals};
 
 /// `geminst load`: runs the plan the arguments describe, prints the summary, writes `--out`.

@@ -91,6 +91,8 @@ pub struct Record {
     pub tcp_bytes_sent: u64,
     pub tcp_bytes_received: u64,
     pub tls_version: Option<TlsVersion>,
+    /// The negotiated cipher suite, as IANA names it (e.g. `TLS13_AES_128_GCM_SHA256`).
+    pub tls_cipher: Option<&'static str>,
     pub tls_resumed: Option<bool>,
     /// Whether the server ended the response with a TLS close_notify (false: a bare TCP close,
     /// which cannot be told apart from a truncated body).
@@ -120,6 +122,7 @@ impl Record {
             tcp_bytes_sent: 0,
             tcp_bytes_received: 0,
             tls_version: None,
+            tls_cipher: None,
             tls_resumed: None,
             close_notify: None,
             local_addr: None,
@@ -177,6 +180,7 @@ pub fn write_parquet(records: &[Record], phases: &[String], path: &Path) -> Resu
         .u64("tcp_bytes_sent", records.iter().map(|r| r.tcp_bytes_sent))
         .u64("tcp_bytes_received", records.iter().map(|r| r.tcp_bytes_received))
         .opt_str("tls_version", records.iter().map(|r| r.tls_version.map(TlsVersion::as_str)))
+        .opt_str("tls_cipher", records.iter().map(|r| r.tls_cipher))
         // Booleans are false where the stage was not reached (the table builder has no nullable
         // boolean); handshake_ns and done_ns, null there, tell the cases apart.
         .bool("tls_resumed", records.iter().map(|r| r.tls_resumed == Some(true)))

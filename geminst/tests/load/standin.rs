@@ -50,6 +50,7 @@ pub struct Seen {
     pub tcp_bytes_received: u64,
     pub tcp_bytes_sent: u64,
     pub tls_version: Option<String>,
+    pub cipher: Option<String>,
     pub resumed: bool,
     pub sni: Option<String>,
     pub client_cert_sha256: Option<String>,
@@ -220,6 +221,7 @@ async fn handle(
         tcp_bytes_received: 0,
         tcp_bytes_sent: 0,
         tls_version: None,
+        cipher: None,
         resumed: false,
         sni: None,
         client_cert_sha256: None,
@@ -240,6 +242,7 @@ async fn serve_one(acceptor: TlsAcceptor, state: &State, stream: Counted, seen: 
     {
         let (_, conn) = tls.get_ref();
         seen.tls_version = conn.protocol_version().map(|v| format!("{v:?}"));
+        seen.cipher = conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
         seen.resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         seen.sni = conn.server_name().map(str::to_string);
         seen.client_cert_sha256 =
