@@ -38,16 +38,23 @@ fn main() {
     if std::env::var_os(SERVER_MODE).is_some() {
         return server();
     }
-    // `cargo bench --bench load_client -- cpu` runs only the CPU-per-request part (for profiling);
-    // `-- rate` only the rate search; no word runs everything.
-    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let part = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    // Words after `--`: `cpu` runs only the CPU-per-request parts, `rate` only the rate search
+    // (none: both); `fifo` runs client and server with SCHED_FIFO priority (root), so that other
+    // work on a shared machine does not show up as the client's start lag.
+    let words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let fifo = words.iter().any(|w| w == "fifo");
+    let only: Vec<&String> = words.iter().filter(|w| *w != "fifo").collect();
+    let part = |name: &str| only.is_empty() || only.iter().any(|o| *o == name);
     let cpus = available_cpus();
     pin_to(cpus[0]);
+    if fifo {
+        realtime();
+    }
     println!(
-        "load_client benchmark: client on CPU {}, server on CPU {}",
+        "load_client benchmark: client on CPU {}, server on CPU {}, {}",
         cpus[0],
-        cpus.get(1).unwrap_or(&cpus[0])
+        cpus.get(1).unwrap_or(&cpus[0]),
+        if fifo { "both SCHED_FIFO priority 10" } else { "normal scheduling" }
     );
     println!(
         "load average at start: {}",
@@ -92,7 +99,7 @@ fn main() {
         );
     }
 
-    let mut server = start_server(cpus.get(1).copied().unwrap_or(cpus[0]));
+    let mut server = start_server(cpus.get(1).copied().unwrap_or(cpus[0]), fifo);
     let url = GeminiUrl::parse(&format!("gemini://{}/", server.addr)).unwrap();
     // Warm up (page faults, the server's first allocations).
     let _ = measure(&url, 200.0, Duration::from_secs(1), true);
@@ -407,9 +414,9 @@ impl Drop for Server {
     }
 }
 
-fn start_server(cpu: usize) -> Server {
+fn start_server(cpu: usize, fifo: bool) -> Server {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(SERVER_MODE, cpu.to_string())
+        .env(SERVER_MODE, format!("{cpu}{}", if fifo { ",fifo" } else { "" }))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -423,8 +430,12 @@ fn start_server(cpu: usize) -> Server {
 
 /// Server mode: the stand-in on one thread on its own core, until the parent closes stdin.
 fn server() {
-    let cpu: usize = std::env::var(SERVER_MODE).unwrap().parse().unwrap();
-    pin_to(cpu);
+    let mode = std::env::var(SERVER_MODE).unwrap();
+    let (cpu, fifo) = mode.split_once(',').map_or((mode.as_str(), false), |(c, f)| (c, f == "fifo"));
+    pin_to(cpu.parse().unwrap());
+    if fifo {
+        realtime();
+    }
     let config = standin::Config { threads: Some(1), ..Default::default() };
     let server = standin::StandIn::start(config);
     println!("{}", server.addr);
@@ -432,6 +443,15 @@ fn server() {
     let mut sink = String::new();
     let _ = std::io::stdin().read_line(&mut sink);
     drop(server);
+}
+
+/// SCHED_FIFO priority 10 for the calling thread and the threads it creates afterwards.
+fn realtime() {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: sched_setscheduler on the calling thread with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        panic!("SCHED_FIFO refused (needs root or CAP_SYS_NICE): {}", std::io::Error::last_os_error());
+    }
 }
 
 fn available_cpus() -> Vec<usize> {

@@ -69,10 +69,14 @@ fn request_and_response_sizes_are_exact() {
         "2",
         "--count",
         "20",
+        // Two runtime threads: the dispatcher on one, requests on both.
+        "--threads",
+        "2",
         "--out",
         out.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{summary}\n{err}");
+    assert_eq!(summary["threads"], 2);
     let seen = server.wait_seen(20, Duration::from_secs(10));
     assert_eq!(seen.len(), 20);
     let prefix = format!("{}_bench/bytes/5000?pad=", base);
@@ -268,6 +272,21 @@ fn refused_connections_are_counted_not_fatal() {
 }
 
 #[test]
+fn other_statuses_are_answers_but_fail_the_run() {
+    // The stand-in answers 51 (not found) to anything but its bench routes.
+    let server = StandIn::start(Config::default());
+    let (code, summary, err) = load_json(&[&server.url("/missing"), "--count", "3"]);
+    assert_eq!(code, 1, "{summary}\n{err}");
+    assert_eq!(summary["by_status"]["51"], 3);
+    assert_eq!(summary["by_error"], serde_json::json!({}));
+    assert_eq!(
+        (summary["requests"]["completed"].clone(), summary["requests"]["ok"].clone()),
+        (3.into(), 0.into())
+    );
+    assert!(server.wait_seen(3, Duration::from_secs(5)).iter().all(|x| x.status == 51));
+}
+
+#[test]
 fn overload_and_timeouts_are_errors_of_their_own() {
     // A server that answers nothing for 3 s: requests time out after 1 s, and with at most 5 in
     // flight the other requests due in the first half second cannot start.
@@ -316,7 +335,8 @@ fn profiles_run_phases_and_mixes_repeat_for_a_seed() {
          [[phase.mix]]\nresponse_bytes = 100\nweight = 3\n\
          [[phase.mix]]\nresponse_bytes = 20000\n\
          [[phase.mix]]\nurl = \"/_bench/cpu/200\"\n\n\
-         [[phase]]\nname = \"closed\"\ncount = 30\nconcurrency = 3\nresponse_bytes = 7\nrequest_bytes = 100\n",
+         [[phase]]\nname = \"closed\"\ncount = 30\nconcurrency = 3\nresponse_bytes = 7\nrequest_bytes = 100\n\n\
+         [[phase]]\nname = \"ramp\"\nduration = 1\nrate = 20\nramp_to = 100\nresponse_bytes = 3\n",
     )
     .unwrap();
     let run = |seed: &str, name: &str| {
@@ -338,12 +358,23 @@ fn profiles_run_phases_and_mixes_repeat_for_a_seed() {
     let (_, c) = run("6", "c.parquet");
     assert_eq!(summary["phases"][0]["requests"]["ok"], 60);
     assert_eq!(summary["phases"][1]["requests"]["ok"], 30);
+    // The ramp: 20/s rising to 100/s over 1 s is 60 requests, request i due when the integral
+    // of the rate, 20t + 40t², reaches i.
+    assert_eq!(summary["phases"][2]["requests"]["ok"], 60);
+    let ramp: Vec<u64> =
+        (0..a["seq"].len()).filter(|&i| a["phase"][i] == "ramp").map(|i| u(&a["scheduled_ns"][i])).collect();
+    assert_eq!(ramp.len(), 60);
+    for (i, t) in ramp.iter().enumerate() {
+        let secs = (t - ramp[0]) as f64 / 1e9;
+        let due = 20.0 * secs + 40.0 * secs * secs;
+        assert!((due - i as f64).abs() < 1e-6, "ramp request {i} at {secs} s: integral {due}");
+    }
     assert_eq!(a["url"], b["url"], "same seed, different URL sequence");
     assert_ne!(a["url"], c["url"], "another seed, same URL sequence");
 
     // Phase by phase, the rows agree with what the server saw.
-    let seen = server.wait_seen(270, Duration::from_secs(10));
-    assert_eq!(seen.len(), 270);
+    let seen = server.wait_seen(450, Duration::from_secs(10));
+    assert_eq!(seen.len(), 450);
     let mut server_urls: BTreeMap<String, usize> = BTreeMap::new();
     for s in &seen {
         *server_urls.entry(String::from_utf8_lossy(&s.request).trim_end().to_string()).or_default() += 1;
@@ -353,7 +384,7 @@ fn profiles_run_phases_and_mixes_repeat_for_a_seed() {
         for (i, url) in t["url"].iter().enumerate() {
             *client_urls.entry(url.as_str().unwrap().to_string()).or_default() += 1;
             let phase = t["phase"][i].as_str().unwrap();
-            let want = if phase == "open" { 200 } else { 100 };
+            let want = if phase == "closed" { 100 } else { 200 };
             assert_eq!(u(&t["request_bytes"][i]), want);
         }
     }
@@ -436,6 +467,18 @@ fn tls_versions_sni_pinning_and_resumption() {
     let seen = server.wait_seen(before + 2, Duration::from_secs(5));
     let snis: Vec<Option<&str>> = seen[before..].iter().map(|x| x.sni.as_deref()).collect();
     assert!(snis.contains(&Some("capsule.example")) && snis.contains(&None), "{snis:?}");
+
+    // --connect: the URL names a host that does not resolve; the connection goes to the given
+    // address and the URL (and SNI) stay as written.
+    let before = server.seen().len();
+    let named = "gemini://capsule.invalid/_bench/bytes/10";
+    let (code, s, err) = load_json(&[named, "--connect", &server.addr.to_string(), "--count", "2"]);
+    assert_eq!(code, 0, "{s}\n{err}");
+    let seen = server.wait_seen(before + 2, Duration::from_secs(5));
+    for x in &seen[before..] {
+        assert_eq!(x.request, format!("{named}\r\n").as_bytes());
+        assert_eq!(x.sni.as_deref(), Some("capsule.invalid"));
+    }
 
     // Resumption: off by default; on, every request after the first resumes (TLS 1.3 tickets and
     // TLS 1.2 session ids), and the server agrees.

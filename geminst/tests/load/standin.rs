@@ -28,7 +28,7 @@ use rustls::{
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     sync::oneshot,
 };
 use tokio_rustls::TlsAcceptor;
@@ -111,26 +111,39 @@ impl StandIn {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async move {
-                let listener = TcpListener::bind(addr).await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                let state = Arc::new(State { seen: seen2, config, first_accept: Mutex::new(None) });
-                let serve = async {
-                    loop {
-                        let Ok((stream, peer)) = listener.accept().await else { continue };
+            // Connections are accepted on a thread of their own that does nothing else, so the
+            // accept times it records follow the clients' connects even when the workers are busy.
+            let listener = std::net::TcpListener::bind(addr).unwrap();
+            let local = listener.local_addr().unwrap();
+            addr_tx.send(local).unwrap();
+            let state = Arc::new(State { seen: seen2, config, first_accept: Mutex::new(None) });
+            let handle = rt.handle().clone();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let acceptor_thread = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    for conn in listener.incoming() {
+                        if stop.load(Relaxed) {
+                            break;
+                        }
+                        let Ok(stream) = conn else { continue };
                         let accept_ns = monotonic_ns();
+                        let Ok(peer) = stream.peer_addr() else { continue };
+                        let _ = stream.set_nonblocking(true);
                         let (acceptor, state) = (acceptor.clone(), state.clone());
-                        tokio::spawn(async move {
-                            let seen = handle(acceptor, &state, stream, peer, accept_ns).await;
+                        handle.spawn(async move {
+                            let Ok(stream) = TcpStream::from_std(stream) else { return };
+                            let seen = handle_conn(acceptor, &state, stream, peer, accept_ns).await;
                             state.seen.lock().unwrap().push(seen);
                         });
                     }
-                };
-                tokio::select! {
-                    _ = serve => {}
-                    _ = rx => {}
-                }
-            });
+                })
+            };
+            let _ = rt.block_on(rx);
+            // Wake the accept loop with a connection of our own so it sees the stop flag.
+            stop.store(true, Relaxed);
+            let _ = std::net::TcpStream::connect(local);
+            let _ = acceptor_thread.join();
             // Dropping the runtime ends the connections still open.
             rt.shutdown_timeout(Duration::from_millis(100));
         });
@@ -203,7 +216,7 @@ pub fn certificate(names: &[&str]) -> (CertificateDer<'static>, PrivateKeyDer<'s
     (ck.cert.der().clone(), key, ck.cert.pem(), ck.signing_key.serialize_pem())
 }
 
-async fn handle(
+async fn handle_conn(
     acceptor: TlsAcceptor,
     state: &State,
     stream: TcpStream,
