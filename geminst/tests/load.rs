@@ -609,3 +609,68 @@ fn jetforce_serves_the_load() {
         cols["meta"]
     );
 }
+
+#[test]
+fn molly_brown_serves_the_load_and_logs_the_exact_urls() {
+    // molly-brown (a Go Gemini server from Debian): its access log is an independent account of
+    // the URLs it received.
+    let dir = util::temp_dir("load-molly-brown");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let body: String = (0..40_000).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    std::fs::write(root.join("page.txt"), &body).unwrap();
+    let (_, _, cert_pem, key_pem) = standin::certificate(&["127.0.0.1"]);
+    std::fs::write(dir.join("cert.pem"), cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), key_pem).unwrap();
+    let port = util::free_port();
+    let config = dir.join("molly.conf");
+    let path = |name: &str| dir.join(name).display().to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "Port = {port}\nHostname = \"127.0.0.1\"\nCertPath = \"{}\"\nKeyPath = \"{}\"\nDocBase = \"{}/\"\n\
+             AccessLog = \"{}\"\nErrorLog = \"{}\"\n",
+            path("cert.pem"),
+            path("key.pem"),
+            root.display(),
+            path("access.log"),
+            path("error.log"),
+        ),
+    )
+    .unwrap();
+    let _server = util::spawn(Command::new("molly-brown").arg("-c").arg(&config));
+    let up = util::wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(up, "molly-brown did not listen on {port}");
+
+    let url = format!("gemini://127.0.0.1:{port}/page.txt");
+    let dir_out = dir.join("r.parquet");
+    let (code, summary, err) = load_json(&[
+        &url,
+        "--rate",
+        "50",
+        "--count",
+        "10",
+        "--request-bytes",
+        "600",
+        "--out",
+        dir_out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{summary}\n{err}");
+    let cols = parquet(&dir_out);
+    assert!(cols["response_body_bytes"].iter().all(|b| u(b) == body.len() as u64));
+    assert!(cols["status"].iter().all(|s| u(s) == 20));
+    // molly-brown logs each request's URL: all ten, each 598 bytes (600 less CRLF).
+    let mut logged = Vec::new();
+    assert!(util::wait_until(Duration::from_secs(5), || {
+        logged = std::fs::read_to_string(dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('\t').find(|f| f.starts_with("gemini://")).map(str::to_string))
+            .collect();
+        logged.len() >= 10
+    }));
+    assert_eq!(logged.len(), 10);
+    assert!(logged.iter().all(|u| u.len() == 598 && u.starts_with(&format!("{url}?pad="))), "{logged:?}");
+}
