@@ -129,6 +129,16 @@ fn main() {
 
     // 3. Highest rate with the schedule kept, on one core.
     if part("rate") {
+        // What the machine alone allows: a thread that only sleeps to absolute deadlines (as
+        // cyclictest does). Lateness here is the scheduler's and the hypervisor's, not the
+        // client's, and no client can start requests more punctually.
+        let lag = machine_wake_lag(1000.0, Duration::from_secs(2));
+        println!(
+            "\nthis core's own wake-up lateness (clock_nanosleep to deadlines 1 ms apart, 2 s): p50 {} p99 {} max {}",
+            load_ns(lag.p50_ns),
+            load_ns(lag.p99_ns),
+            load_ns(lag.max_ns)
+        );
         println!(
             "\nopen-loop rate on one core (3 s per step): p99 start lag must stay under 1 ms, no overload"
         );
@@ -235,6 +245,33 @@ fn measure(target: &GeminiUrl, rate: f64, duration: Duration, verify_signatures:
         lag_max_ns: s.start_lag.as_ref().map_or(0, |l| l.max_ns),
         lat_p99_ns: s.latency.as_ref().map_or(0, |l| l.p99_ns),
     }
+}
+
+/// Lateness of plain absolute-deadline sleeps on this thread: the machine's floor for start lag.
+fn machine_wake_lag(rate: f64, duration: Duration) -> load::Percentiles {
+    let interval = (1e9 / rate) as u64;
+    let start = clock::monotonic_ns() + interval;
+    let n = (duration.as_secs_f64() * rate) as u64;
+    let mut lates = Vec::with_capacity(n as usize);
+    // No timer slack (50 µs by default for normal threads), as the client's timerfd has none.
+    // SAFETY: prctl timer-slack get/set on the calling thread.
+    let slack = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK) };
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1) };
+    for i in 0..n {
+        let at = start + i * interval;
+        let ts = libc::timespec {
+            tv_sec: (at / 1_000_000_000) as libc::time_t,
+            tv_nsec: (at % 1_000_000_000) as _,
+        };
+        // SAFETY: clock_nanosleep with a valid absolute timespec and no remainder wanted.
+        unsafe {
+            libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut())
+        };
+        lates.push(clock::monotonic_ns().saturating_sub(at));
+    }
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, slack) };
+    load::Percentiles::of(lates).expect("samples")
 }
 
 /// CPU ns (user, system) of this whole process so far.

@@ -193,6 +193,7 @@ fn open_loop_keeps_its_rate() {
     assert!((server_rate - 200.0).abs() / 200.0 < 0.01, "server saw {server_rate}/s");
     // The tool's report of its own starts.
     let achieved = num(&summary["achieved_rate"]);
+    eprintln!("achieved rate reported by the tool: {achieved:.3}/s");
     assert!((achieved - 200.0).abs() / 200.0 < 0.01, "achieved {achieved}");
     eprintln!("start lag: {}", summary["start_lag"]);
     // The schedule itself: exactly 5 ms apart from one origin, in seq order.
