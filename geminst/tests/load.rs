@@ -8,6 +8,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     path::Path,
     process::Command,
+    sync::{RwLock, RwLockReadGuard, RwLockWriteGuard},
     time::Duration,
 };
 
@@ -15,6 +16,19 @@ use serde_json::Value;
 use standin::{Config, StandIn};
 
 use crate::util;
+
+/// Load tests that judge timing run alone among the load tests (and hold `util::serial()`
+/// against the other capabilities' measuring tests); the others share.
+static TIMING: RwLock<()> = RwLock::new(());
+
+fn timing_alone() -> (RwLockWriteGuard<'static, ()>, std::sync::MutexGuard<'static, ()>) {
+    let mine = TIMING.write().unwrap_or_else(|e| e.into_inner());
+    (mine, util::serial())
+}
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    TIMING.read().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Runs `geminst load ARGS` to its end; returns (exit code, stdout, stderr).
 fn load(args: &[&str]) -> (i32, String, String) {
@@ -55,6 +69,7 @@ fn num(v: &Value) -> f64 {
 
 #[test]
 fn request_and_response_sizes_are_exact() {
+    let _shared = shared();
     let server = StandIn::start(Config::default());
     let dir = util::temp_dir("load-sizes");
     let out = dir.join("r.parquet");
@@ -124,6 +139,7 @@ fn request_and_response_sizes_are_exact() {
 
 #[test]
 fn every_request_size_from_unpadded_to_the_limit() {
+    let _shared = shared();
     let server = StandIn::start(Config::default());
     let url = server.url("/_bench/bytes/10");
     let unpadded = url.len() + 2;
@@ -167,7 +183,7 @@ fn slope(times: &[u64]) -> f64 {
 
 #[test]
 fn open_loop_keeps_its_rate() {
-    let _serial = util::serial();
+    let _alone = timing_alone();
     let server = StandIn::start(Config::default());
     let dir = util::temp_dir("load-rate");
     let out = dir.join("r.parquet");
@@ -209,7 +225,7 @@ fn open_loop_keeps_its_rate() {
 
 #[test]
 fn latency_includes_a_server_stall() {
-    let _serial = util::serial();
+    let _alone = timing_alone();
     let stall = Config { stall: Some((Duration::from_secs(1), Duration::from_secs(1))), ..Config::default() };
     let dir = util::temp_dir("load-stall");
 
@@ -254,6 +270,7 @@ fn latency_includes_a_server_stall() {
 
 #[test]
 fn refused_connections_are_counted_not_fatal() {
+    let _shared = shared();
     // A port that was free a moment ago: nothing listens there.
     let port = util::free_port();
     let dir = util::temp_dir("load-refused");
@@ -274,6 +291,7 @@ fn refused_connections_are_counted_not_fatal() {
 
 #[test]
 fn other_statuses_are_answers_but_fail_the_run() {
+    let _shared = shared();
     // The stand-in answers 51 (not found) to anything but its bench routes.
     let server = StandIn::start(Config::default());
     let (code, summary, err) = load_json(&[&server.url("/missing"), "--count", "3"]);
@@ -289,6 +307,7 @@ fn other_statuses_are_answers_but_fail_the_run() {
 
 #[test]
 fn overload_and_timeouts_are_errors_of_their_own() {
+    let _shared = shared();
     // A server that answers nothing for 3 s: requests time out after 1 s, and with at most 5 in
     // flight the other requests due in the first half second cannot start.
     let server =
@@ -326,6 +345,7 @@ fn overload_and_timeouts_are_errors_of_their_own() {
 
 #[test]
 fn profiles_run_phases_and_mixes_repeat_for_a_seed() {
+    let _shared = shared();
     let server = StandIn::start(Config::default());
     let dir = util::temp_dir("load-profile");
     let profile = dir.join("p.toml");
@@ -405,6 +425,7 @@ fn profiles_run_phases_and_mixes_repeat_for_a_seed() {
 
 #[test]
 fn profile_errors_name_the_line() {
+    let _shared = shared();
     let dir = util::temp_dir("load-bad-profile");
     let profile = dir.join("bad.toml");
     std::fs::write(
@@ -424,6 +445,7 @@ fn profile_errors_name_the_line() {
 
 #[test]
 fn tls_versions_sni_pinning_and_resumption() {
+    let _shared = shared();
     let server = StandIn::start(Config::default());
     let url = server.url("/_bench/bytes/10");
     let dir = util::temp_dir("load-tls");
@@ -498,6 +520,7 @@ fn tls_versions_sni_pinning_and_resumption() {
 
 #[test]
 fn client_certificates_are_presented() {
+    let _shared = shared();
     let server = StandIn::start(Config { request_client_cert: true, ..Config::default() });
     let dir = util::temp_dir("load-client-cert");
     let (der, _, cert_pem, key_pem) = standin::certificate(&["client"]);
@@ -531,6 +554,7 @@ fn client_certificates_are_presented() {
 
 #[test]
 fn ctrl_c_stops_and_keeps_what_was_measured() {
+    let _shared = shared();
     let server = StandIn::start(Config::default());
     let dir = util::temp_dir("load-sigint");
     let out = dir.join("r.parquet");
@@ -551,6 +575,7 @@ fn ctrl_c_stops_and_keeps_what_was_measured() {
 
 #[test]
 fn jetforce_serves_the_load() {
+    let _shared = shared();
     // Jetforce (a Python Gemini server from PyPI) serving two files of known sizes.
     let dir = util::temp_dir("load-jetforce");
     let root = dir.join("root");
@@ -613,6 +638,7 @@ fn jetforce_serves_the_load() {
 
 #[test]
 fn molly_brown_serves_the_load_and_logs_the_exact_urls() {
+    let _shared = shared();
     // molly-brown (a Go Gemini server from Debian): its access log is an independent account of
     // the URLs it received.
     let dir = util::temp_dir("load-molly-brown");

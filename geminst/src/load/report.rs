@@ -125,7 +125,9 @@ pub struct PhaseSummary {
     pub requests: Counts,
     /// Rate of the schedule: (n − 1) / (last scheduled − first scheduled), per second.
     pub offered_rate: Option<f64>,
-    /// Rate at which requests really started: (n − 1) / (last start − first start).
+    /// Rate at which requests really started: the offered rate divided by the least-squares
+    /// slope of start times against scheduled times (1 when the client kept pace), so a few late
+    /// starts (which `start_lag` shows) do not swing it, while falling steadily behind does.
     pub achieved_rate: Option<f64>,
     pub latency: Option<Percentiles>,
     pub start_lag: Option<Percentiles>,
@@ -145,6 +147,7 @@ pub struct Summary {
     pub threads: usize,
     pub requests: Counts,
     pub offered_rate: Option<f64>,
+    /// As in [`PhaseSummary::achieved_rate`], over the whole run.
     pub achieved_rate: Option<f64>,
     /// Completed requests per second over the whole run.
     pub completed_rate: f64,
@@ -182,6 +185,31 @@ fn rate(times: impl Iterator<Item = u64>) -> Option<f64> {
         last = last.max(t);
     }
     (n >= 2 && last > first).then(|| (n - 1) as f64 * 1e9 / (last - first) as f64)
+}
+
+/// The offered rate over the slope of start against scheduled time, over started requests.
+fn achieved<'a>(records: impl Iterator<Item = &'a Record> + Clone) -> Option<f64> {
+    let offered = rate(records.clone().filter(|r| r.start_ns.is_some()).map(|r| r.scheduled_ns))?;
+    let points: Vec<(f64, f64)> =
+        records.filter_map(|r| r.start_ns.map(|s| (r.scheduled_ns as f64, s as f64))).collect();
+    let slope = slope(&points)?;
+    (slope > 0.0).then(|| offered / slope)
+}
+
+/// Least-squares slope of y on x, computed about the first point to keep the sums small.
+fn slope(points: &[(f64, f64)]) -> Option<f64> {
+    let &(x0, y0) = points.first()?;
+    let n = points.len() as f64;
+    let (mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0);
+    for &(x, y) in points {
+        let (x, y) = (x - x0, y - y0);
+        sx += x;
+        sy += y;
+        sxx += x * x;
+        sxy += x * y;
+    }
+    let den = n * sxx - sx * sx;
+    (den > 0.0).then(|| (n * sxy - sx * sy) / den)
 }
 
 fn latency<'a>(records: impl Iterator<Item = &'a Record>) -> Option<Percentiles> {
@@ -228,7 +256,7 @@ impl Summary {
                     start_ns: phase_starts.get(i).copied(),
                     requests: counts(of_phase()),
                     offered_rate: rate(of_phase().map(|r| r.scheduled_ns)),
-                    achieved_rate: rate(of_phase().filter_map(|r| r.start_ns)),
+                    achieved_rate: achieved(of_phase()),
                     latency: latency(of_phase()),
                     start_lag: start_lag(of_phase()),
                 }
@@ -248,7 +276,7 @@ impl Summary {
             completed_rate: if duration_s > 0.0 { requests.completed as f64 / duration_s } else { 0.0 },
             requests,
             offered_rate: rate(records.iter().map(|r| r.scheduled_ns)),
-            achieved_rate: rate(records.iter().filter_map(|r| r.start_ns)),
+            achieved_rate: achieved(records.iter()),
             latency: latency(records.iter()),
             start_lag: start_lag(records.iter()),
             by_status,
@@ -369,6 +397,24 @@ mod tests {
         }
         assert!(Percentiles::of(std::iter::empty()).is_none());
         assert_eq!(Percentiles::of([0, 0]).unwrap().max_ns, 0);
+    }
+
+    #[test]
+    fn achieved_rate_follows_the_trend_not_one_late_start() {
+        let rec = |i: u64, lag: u64| {
+            let mut r = Record::new(i, 0, "u".into(), i * 5_000_000, "127.0.0.1:1".parse().unwrap());
+            r.start_ns = Some(i * 5_000_000 + lag);
+            r
+        };
+        // On time but for the last request, 60 ms late: still 200/s.
+        let recs: Vec<Record> =
+            (0..800).map(|i| rec(i, if i == 799 { 60_000_000 } else { 50_000 })).collect();
+        let a = achieved(recs.iter()).unwrap();
+        assert!((a - 200.0).abs() < 0.2, "{a}");
+        // Falling behind steadily, each start 1% later than the last: 1% slower.
+        let recs: Vec<Record> = (0..800).map(|i| rec(i, i * 50_000)).collect();
+        let a = achieved(recs.iter()).unwrap();
+        assert!((a - 200.0 / 1.01).abs() < 0.01, "{a}");
     }
 
     #[test]
