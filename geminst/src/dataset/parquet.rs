@@ -71,6 +71,10 @@ impl Table {
         self.push(name, Arc::new(values.into_iter().map(Some).collect::<BooleanArray>()), false)
     }
 
+    pub fn opt_bool(&mut self, name: &str, values: impl IntoIterator<Item = Option<bool>>) -> &mut Self {
+        self.push(name, Arc::new(values.into_iter().collect::<BooleanArray>()), true)
+    }
+
     pub fn str<S: AsRef<str>>(&mut self, name: &str, values: impl IntoIterator<Item = S>) -> &mut Self {
         let values: Vec<S> = values.into_iter().collect();
         self.push(name, Arc::new(StringArray::from_iter_values(values.iter().map(|s| s.as_ref()))), false)

@@ -183,8 +183,8 @@ pub fn write_parquet(records: &[Record], phases: &[String], path: &Path) -> Resu
         .opt_str("tls_cipher", records.iter().map(|r| r.tls_cipher))
         // Booleans are false where the stage was not reached (the table builder has no nullable
         // boolean); handshake_ns and done_ns, null there, tell the cases apart.
-        .bool("tls_resumed", records.iter().map(|r| r.tls_resumed == Some(true)))
-        .bool("tls_close_notify", records.iter().map(|r| r.close_notify == Some(true)))
+        .opt_bool("tls_resumed", records.iter().map(|r| r.tls_resumed))
+        .opt_bool("tls_close_notify", records.iter().map(|r| r.close_notify))
         .opt_str("local_addr", records.iter().map(|r| r.local_addr.map(|a| a.to_string())))
         .str("peer_addr", records.iter().map(|r| r.peer_addr.to_string()))
         .opt_str("error_kind", records.iter().map(|r| r.error_kind().map(ErrorKind::as_str)))
