@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod clock;
 pub mod dataset;
+pub mod energy;
 pub mod exit;
 pub mod load;
 pub mod run;

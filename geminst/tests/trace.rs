@@ -604,3 +604,113 @@ fn root_trace_follows_a_jetforce_server() {
         assert!(c["closed_ns"].is_u64() && c["established_ns"].is_u64(), "{c}");
     }
 }
+
+/// (busy CPU ns of the machine, from the user/nice/system/irq/softirq ticks of /proc/stat).
+fn proc_stat_busy_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let f: Vec<u64> =
+        stat.lines().next().unwrap().split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    (f[0] + f[1] + f[2] + f[5] + f[6]) * 1_000_000_000 / hz
+}
+
+#[test]
+fn root_trace_energy_follows_the_stated_model() {
+    if !util::root_or_skip("root_trace_energy_follows_the_stated_model") {
+        return;
+    }
+    let _g = util::serial();
+    let out = util::temp_dir("trace-energy-model");
+    let mut burn = Burn::start(&[300, 300]);
+    let (mut tracer, _o, _e) = start_trace(
+        &[burn.pid()],
+        &out,
+        &["--power", "model", "--idle-watts-per-cpu", "1.5", "--busy-watts-per-cpu", "6"],
+    );
+    let busy_before = proc_stat_busy_ns();
+    let t0 = Instant::now();
+    burn.go();
+    let busy_after = proc_stat_busy_ns();
+    let elapsed = t0.elapsed();
+    tracer.signal(libc::SIGINT);
+    assert!(tracer.wait(Duration::from_secs(30)).success());
+    burn.exit();
+
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["power"]["meter"]["source"], "model");
+    let cpus = run["host"]["cpus"].as_f64().unwrap();
+    let total = &run["power"]["trace"];
+    let energy = total["machine_energy_j"].as_f64().unwrap();
+    // The model applied to the test's own reading of /proc/stat over the burn (the trace is a
+    // little longer, hence the margin: the machine idles at cpus × 1.5 W).
+    let busy_s = (busy_after - busy_before) as f64 / 1e9;
+    let expected = cpus * 1.5 * elapsed.as_secs_f64() + (6.0 - 1.5) * busy_s;
+    assert!(
+        energy >= expected * 0.9 && energy <= expected + cpus * 6.0 * 1.0,
+        "machine energy {energy} J, the model on /proc/stat says {expected} J"
+    );
+    let (_, series) = util::read_parquet(&out.join("timeseries.parquet"));
+    let series_energy: f64 = series.iter().map(|r| r["machine_energy_j"].as_f64().unwrap()).sum();
+    assert!((series_energy - energy).abs() < 1e-6 * energy.max(1.0), "{series_energy} vs {energy}");
+    // Each thread is charged its CPU time at the trace's rate.
+    let rate = total["joules_per_cpu_ns"].as_f64().unwrap();
+    assert!(rate > 0.0);
+    let (_, threads) = util::read_parquet(&out.join("threads.parquet"));
+    for t in &threads {
+        let want = t["oncpu_ns"].as_f64().unwrap() * rate;
+        assert!((t["energy_j"].as_f64().unwrap() - want).abs() <= 1e-9 * want.max(1.0), "{t}");
+    }
+    let burned: f64 = threads.iter().map(|t| t["energy_j"].as_f64().unwrap()).sum();
+    assert!(burned > 0.0 && burned < energy, "the burners' {burned} J within the machine's {energy} J");
+}
+
+#[test]
+fn root_trace_reads_rapl_counters() {
+    if !util::root_or_skip("root_trace_reads_rapl_counters") {
+        return;
+    }
+    let _g = util::serial();
+    // No RAPL on this machine kind: a fake powercap tree, advanced by the test, stands in.
+    let tree = util::temp_dir("trace-rapl-tree");
+    let domain = tree.join("intel-rapl:0");
+    std::fs::create_dir_all(&domain).unwrap();
+    std::fs::write(domain.join("name"), "package-0\n").unwrap();
+    std::fs::write(domain.join("max_energy_range_uj"), "262143328850\n").unwrap();
+    // Close to the range, so the counter wraps during the trace.
+    let start_uj: u64 = 262_143_328_850 - 1_500_000;
+    std::fs::write(domain.join("energy_uj"), format!("{start_uj}\n")).unwrap();
+    let out = util::temp_dir("trace-rapl");
+    let burn = Burn::start(&[10]);
+    let (mut tracer, _o, _e) =
+        start_trace(&[burn.pid()], &out, &["--power", "rapl", "--powercap", tree.to_str().unwrap()]);
+    // 0.5 J every step, 8 steps: 4 J, wrapping after the third.
+    let mut uj = start_uj;
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(150));
+        uj = (uj + 500_000) % 262_143_328_850;
+        std::fs::write(domain.join("energy_uj.tmp"), format!("{uj}\n")).unwrap();
+        std::fs::rename(domain.join("energy_uj.tmp"), domain.join("energy_uj")).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    tracer.signal(libc::SIGINT);
+    assert!(tracer.wait(Duration::from_secs(30)).success());
+    burn.exit();
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["power"]["meter"]["source"], "rapl");
+    assert_eq!(run["power"]["meter"]["rapl_domains"][0], "package-0");
+    let energy = run["power"]["trace"]["machine_energy_j"].as_f64().unwrap();
+    assert!((energy - 4.0).abs() < 1e-9, "RAPL energy over the trace: {energy} J, the counters moved 4 J");
+
+    // Asking for RAPL where there is none is an error that says so.
+    let empty = util::temp_dir("trace-rapl-empty");
+    let out = Command::new(util::geminst())
+        .args(["trace", "--pid", &std::process::id().to_string(), "--power", "rapl", "--powercap"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RAPL cannot be read"), "{out:?}");
+}

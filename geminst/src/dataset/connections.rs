@@ -39,6 +39,8 @@ pub struct ConnRow {
     pub block_write_bytes: u64,
     /// Threads that did socket I/O on it, space-separated (the first four).
     pub tids: String,
+    /// Energy charged for its CPU time (see energy/).
+    pub energy_j: f64,
 }
 
 impl ConnRow {
@@ -84,7 +86,8 @@ pub fn columns(t: &mut Table, rows: &[ConnRow]) {
         .u64("file_write_bytes", rows.iter().map(|r| r.file_write_bytes))
         .u64("block_read_bytes", rows.iter().map(|r| r.block_read_bytes))
         .u64("block_write_bytes", rows.iter().map(|r| r.block_write_bytes))
-        .str("tids", rows.iter().map(|r| r.tids.as_str()));
+        .str("tids", rows.iter().map(|r| r.tids.as_str()))
+        .f64("energy_j", rows.iter().map(|r| r.energy_j));
 }
 
 pub fn write(dir: &Path, rows: &[ConnRow]) -> Result<()> {

@@ -147,7 +147,8 @@ pub fn columns(t: &mut Table, rows: &[Joined]) {
         .opt_u64("block_read_bytes", c(|c| c.block_read_bytes))
         .opt_u64("block_write_bytes", c(|c| c.block_write_bytes))
         .opt_u64("established_ns", rows.iter().map(|j| j.conn.and_then(|c| c.established_ns)))
-        .opt_u64("closed_ns", rows.iter().map(|j| j.conn.and_then(|c| c.closed_ns)));
+        .opt_u64("closed_ns", rows.iter().map(|j| j.conn.and_then(|c| c.closed_ns)))
+        .opt_f64("energy_j", rows.iter().map(|j| j.conn.map(|c| c.energy_j)));
 }
 
 pub fn write(dir: &Path, rows: &[Joined]) -> Result<()> {

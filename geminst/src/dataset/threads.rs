@@ -36,6 +36,8 @@ pub struct ThreadRow {
     pub block_write_bytes: u64,
     pub block_ios: u64,
     pub block_io_ns: u64,
+    /// Energy charged for the thread's CPU time (see energy/).
+    pub energy_j: f64,
 }
 
 pub const FILE: &str = "threads.parquet";
@@ -63,6 +65,7 @@ pub fn write(dir: &Path, rows: &[ThreadRow]) -> Result<()> {
         .u64("block_read_bytes", rows.iter().map(|r| r.block_read_bytes))
         .u64("block_write_bytes", rows.iter().map(|r| r.block_write_bytes))
         .u64("block_ios", rows.iter().map(|r| r.block_ios))
-        .u64("block_io_ns", rows.iter().map(|r| r.block_io_ns));
+        .u64("block_io_ns", rows.iter().map(|r| r.block_io_ns))
+        .f64("energy_j", rows.iter().map(|r| r.energy_j));
     t.write(&dir.join(FILE))
 }

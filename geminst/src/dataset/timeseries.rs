@@ -25,6 +25,13 @@ pub struct TimeRow {
     pub requests_done: Option<u64>,
     /// Resident memory of the traced processes at the end of the interval.
     pub rss_bytes: Option<u64>,
+    /// Busy CPU time of the whole machine (all CPUs, /proc/stat).
+    pub machine_busy_cpu_ns: u64,
+    /// The machine's energy in the interval (RAPL, or the model) and its mean power.
+    pub machine_energy_j: f64,
+    pub power_w: f64,
+    /// The traced processes' share: machine energy × their CPU time / the machine's busy time.
+    pub energy_j: f64,
 }
 
 pub const FILE: &str = "timeseries.parquet";
@@ -43,6 +50,10 @@ pub fn write(dir: &Path, rows: &[TimeRow]) -> Result<()> {
         .u64("writeback_bytes", rows.iter().map(|r| r.writeback_bytes))
         .u64("connections_closed", rows.iter().map(|r| r.connections_closed))
         .opt_u64("requests_done", rows.iter().map(|r| r.requests_done))
-        .opt_u64("rss_bytes", rows.iter().map(|r| r.rss_bytes));
+        .opt_u64("rss_bytes", rows.iter().map(|r| r.rss_bytes))
+        .u64("machine_busy_cpu_ns", rows.iter().map(|r| r.machine_busy_cpu_ns))
+        .f64("machine_energy_j", rows.iter().map(|r| r.machine_energy_j))
+        .f64("power_w", rows.iter().map(|r| r.power_w))
+        .f64("energy_j", rows.iter().map(|r| r.energy_j));
     t.write(&dir.join(FILE))
 }

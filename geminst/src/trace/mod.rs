@@ -30,11 +30,12 @@ pub use output::write as write_output;
 use probes::Probes;
 pub use probes::ProgramStats;
 use procfs::Target;
-use timeseries::{Sampler, Totals};
+use timeseries::{Machine, Sampler, Totals};
 
 use crate::{
     clock,
     dataset::{RunInfo, connections::ConnRow, threads::ThreadRow, timeseries::TimeRow},
+    energy::{self, Meter, PowerArgs, Reading},
     signals,
 };
 
@@ -62,6 +63,8 @@ pub struct TraceArgs {
     /// The built-in server's request log: joined with the connections into requests.parquet
     #[arg(long, value_name = "FILE")]
     pub server_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub power: PowerArgs,
 }
 
 /// What to trace and how.
@@ -72,6 +75,7 @@ pub struct TraceConfig {
     pub ports: Option<Vec<u16>>,
     pub bpf_stats: bool,
     pub interval: Duration,
+    pub power: PowerArgs,
 }
 
 /// How a trace ended.
@@ -118,6 +122,10 @@ pub struct TraceOutput {
     /// Machine-wide asynchronous writeback queued during the trace.
     pub writeback_bytes: u64,
     pub bpf_stats: bool,
+    /// The machine's energy over the trace and the rate CPU time is charged at.
+    pub energy: energy::Totals,
+    /// The power source and model, for run.json.
+    pub power: serde_json::Value,
 }
 
 /// A running trace of one or more processes.
@@ -131,6 +139,10 @@ pub struct Tracer {
     start_ns: u64,
     closed: Vec<ConnStats>,
     sampler: Sampler,
+    meter: Meter,
+    last_reading: Reading,
+    /// The machine's energy and busy CPU time so far: sums of the intervals'.
+    machine: Machine,
 }
 
 /// Fails unless the process runs as root.
@@ -167,6 +179,7 @@ impl Tracer {
             ));
         }
         let offsets = Offsets::read(&ports)?;
+        let mut meter = Meter::new(&cfg.power, crate::dataset::runinfo::Host::read().cpus)?;
         let mut probes = Probes::load(&offsets)?;
         if cfg.bpf_stats {
             probes.enable_stats()?;
@@ -181,6 +194,7 @@ impl Tracer {
         // one created before is in /proc when it is listed.
         probes.attach()?;
         let start_ns = clock::monotonic_ns();
+        let last_reading = meter.read(start_ns);
         for t in &targets {
             for tid in t.tasks() {
                 let comm = procfs::comm(t.pid, tid).unwrap_or_default();
@@ -202,6 +216,9 @@ impl Tracer {
             start_ns,
             closed: Vec::new(),
             sampler: Sampler::new(start_ns, cfg.interval),
+            meter,
+            last_reading,
+            machine: Machine::default(),
         })
     }
 
@@ -219,7 +236,8 @@ impl Tracer {
         if now >= self.sampler.next_ns() {
             let totals = self.totals(now)?;
             let rss = self.rss();
-            self.sampler.sample(now, totals, rss);
+            let machine = self.machine(now);
+            self.sampler.sample(now, totals, rss, machine);
         }
         Ok(())
     }
@@ -229,6 +247,19 @@ impl Tracer {
             self.probes.threads()?.iter().map(|s| rows::thread_row(s, now, false)).collect();
         let writeback = self.probes.block_totals()?[TOTAL_WRITEBACK_BYTES as usize];
         Ok(Totals::of_threads(&threads, writeback, self.closed.len() as u64))
+    }
+
+    /// Reads the machine's meter; what it did since the last reading.
+    fn machine(&mut self, now: u64) -> Machine {
+        let reading = self.meter.read(now);
+        let m = Machine {
+            busy_cpu_ns: reading.busy_ns.saturating_sub(self.last_reading.busy_ns),
+            energy_j: self.meter.joules(&self.last_reading, &reading),
+        };
+        self.last_reading = reading;
+        self.machine.busy_cpu_ns += m.busy_cpu_ns;
+        self.machine.energy_j += m.energy_j;
+        m
     }
 
     /// When the next time-series sample is due (CLOCK_MONOTONIC ns).
@@ -299,11 +330,14 @@ impl Tracer {
         self.closed.extend(self.probes.closed_conns());
         let totals = self.totals(end_ns)?;
         let rss = self.rss();
-        self.sampler.sample(end_ns, totals, rss);
+        let machine = self.machine(end_ns);
+        self.sampler.sample(end_ns, totals, rss, machine);
+        let energy = energy::Totals::new(self.machine.energy_j, self.machine.busy_cpu_ns);
         let mut threads: Vec<ThreadRow> =
             self.probes.threads()?.iter().map(|s| rows::thread_row(s, end_ns, false)).collect();
         threads.sort_by_key(|r| (r.tgid, r.tid));
         for row in &mut threads {
+            row.energy_j = energy.charge(row.oncpu_ns);
             if row.exit_ns.is_none()
                 && let Some(name) = names.get(&row.tid)
             {
@@ -314,6 +348,9 @@ impl Tracer {
         let mut open: Vec<ConnRow> = self.probes.open_conns()?.iter().map(rows::conn_row).collect();
         open.sort_by_key(|c| c.conn_id);
         connections.extend(open);
+        for c in &mut connections {
+            c.energy_j = energy.charge(c.cpu_ns);
+        }
         let lost = self.probes.lost()?;
         let writeback_bytes = self.probes.block_totals()?[TOTAL_WRITEBACK_BYTES as usize];
         let sampler = std::mem::replace(&mut self.sampler, Sampler::new(0, Duration::from_secs(1)));
@@ -332,6 +369,8 @@ impl Tracer {
             btf_problem: self.offsets.btf_problem.clone(),
             writeback_bytes,
             bpf_stats: self.bpf_stats,
+            energy,
+            power: self.meter.describe(),
         })
     }
 }
@@ -349,6 +388,7 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
         ports: (!args.ports.is_empty()).then(|| args.ports.clone()),
         bpf_stats: args.bpf_stats,
         interval: Duration::from_millis(args.interval),
+        power: args.power.clone(),
     };
     let mut tracer = Tracer::start(&cfg)?;
     signals::install();

@@ -109,6 +109,7 @@ pub fn describe(
         ));
     }
 
+    info.section("power", serde_json::json!({ "meter": output.power, "trace": output.energy }))?;
     #[derive(Serialize)]
     struct TraceSection<'a> {
         pids: &'a [u32],

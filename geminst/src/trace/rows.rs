@@ -63,6 +63,7 @@ pub fn thread_row(s: &ThreadStats, now_ns: u64, name: bool) -> ThreadRow {
         block_write_bytes: s.block_write_bytes,
         block_ios: s.block_ios,
         block_io_ns: s.block_io_ns,
+        energy_j: 0.0,
     }
 }
 
@@ -111,6 +112,7 @@ pub fn conn_row(c: &ConnStats) -> ConnRow {
         block_read_bytes: c.block_read_bytes,
         block_write_bytes: c.block_write_bytes,
         tids: tids.join(" "),
+        energy_j: 0.0,
     }
 }
 

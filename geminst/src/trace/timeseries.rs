@@ -36,6 +36,13 @@ impl Totals {
     }
 }
 
+/// What the whole machine did in an interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Machine {
+    pub busy_cpu_ns: u64,
+    pub energy_j: f64,
+}
+
 pub struct Sampler {
     interval_ns: u64,
     last_ns: u64,
@@ -60,15 +67,22 @@ impl Sampler {
         self.last_ns + self.interval_ns
     }
 
-    /// Adds the row for [last sample, now).
-    pub fn sample(&mut self, now_ns: u64, totals: Totals, rss_bytes: Option<u64>) {
+    /// Adds the row for [last sample, now): the traced processes' totals now, and the machine's
+    /// busy CPU time and energy since the last sample.
+    pub fn sample(&mut self, now_ns: u64, totals: Totals, rss_bytes: Option<u64>, machine: Machine) {
         // Totals never go down; saturate anyway so a clock oddity cannot make a huge row.
         let d = |now: u64, before: u64| now.saturating_sub(before);
         let (a, b) = (totals, self.last);
+        let cpu_ns = d(a.cpu_ns, b.cpu_ns);
+        // The traced processes' share of the machine's energy, by CPU time; /proc/stat's ticks are
+        // coarser than the tracer's nanoseconds, so the share is capped at the whole.
+        let share =
+            if machine.busy_cpu_ns > 0 { (cpu_ns as f64 / machine.busy_cpu_ns as f64).min(1.0) } else { 0.0 };
+        let seconds = now_ns.saturating_sub(self.last_ns) as f64 / 1e9;
         self.rows.push(TimeRow {
             start_ns: self.last_ns,
             end_ns: now_ns,
-            cpu_ns: d(a.cpu_ns, b.cpu_ns),
+            cpu_ns,
             sock_send_bytes: d(a.sock_send_bytes, b.sock_send_bytes),
             sock_recv_bytes: d(a.sock_recv_bytes, b.sock_recv_bytes),
             file_read_bytes: d(a.file_read_bytes, b.file_read_bytes),
@@ -79,6 +93,10 @@ impl Sampler {
             connections_closed: d(a.connections_closed, b.connections_closed),
             requests_done: None,
             rss_bytes,
+            machine_busy_cpu_ns: machine.busy_cpu_ns,
+            machine_energy_j: machine.energy_j,
+            power_w: if seconds > 0.0 { machine.energy_j / seconds } else { 0.0 },
+            energy_j: machine.energy_j * share,
         });
         self.last = totals;
         self.last_ns = now_ns;
@@ -97,12 +115,10 @@ mod tests {
     fn rows_are_differences_and_tile_the_trace() {
         let mut s = Sampler::new(1_000, Duration::from_nanos(100));
         assert_eq!(s.next_ns(), 1_100);
-        s.sample(1_100, Totals { cpu_ns: 50, sock_send_bytes: 10, ..Totals::default() }, Some(4096));
-        s.sample(
-            1_200,
-            Totals { cpu_ns: 80, sock_send_bytes: 10, connections_closed: 2, ..Totals::default() },
-            None,
-        );
+        let m = Machine { busy_cpu_ns: 100, energy_j: 2.0 };
+        s.sample(1_100, Totals { cpu_ns: 50, sock_send_bytes: 10, ..Totals::default() }, Some(4096), m);
+        let t = Totals { cpu_ns: 80, sock_send_bytes: 10, connections_closed: 2, ..Totals::default() };
+        s.sample(1_200, t, None, Machine::default());
         let rows = s.into_rows();
         assert_eq!(
             (rows[0].start_ns, rows[0].end_ns, rows[0].cpu_ns, rows[0].sock_send_bytes),
@@ -114,5 +130,9 @@ mod tests {
         );
         assert_eq!(rows[1].connections_closed, 2);
         assert_eq!(rows[0].rss_bytes, Some(4096));
+        // Half the machine's busy time was the traced processes': half its energy.
+        assert!((rows[0].energy_j - 1.0).abs() < 1e-12);
+        assert!((rows[0].power_w - 2.0e7).abs() < 1e-3, "2 J in 100 ns");
+        assert_eq!(rows[1].energy_j, 0.0);
     }
 }
