@@ -1,13 +1,326 @@
-//! `geminst run`: the whole pipeline on defaults. (Being built; see issue 5.)
+//! `geminst run`: the whole pipeline on defaults. Starts the built-in server (a child process, so
+//! the tracer measures the server alone), traces it, drives a load profile against it from this
+//! process, stops the server gracefully (its log is flushed), joins the server's log with the
+//! traced connections, and writes the data set to `runs/<UTC time>/`.
 
-use std::process::ExitCode;
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    sync::{Arc, atomic::AtomicBool, mpsc},
+    time::{Duration, Instant},
+};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
+use serde::Serialize;
+
+use crate::{
+    clock,
+    dataset::{RunInfo, requests::Reconciliation},
+    energy::PowerArgs,
+    exit::bad_input,
+    load::{self, GeminiUrl, LoadReport, Plan},
+    signals,
+    trace::{self, StopReason, TraceConfig, TraceOutput, Tracer},
+};
+
+/// The profile used when none is given; copied into the run's folder so the run records it.
+const DEFAULT_PROFILE: &str = include_str!("../../testdata/profiles/default.toml");
+
+/// How long the server may take to start, and to finish and flush its log once asked to stop.
+const SERVER_START: Duration = Duration::from_secs(30);
+const SERVER_STOP: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Load profile (TOML, docs/load-profiles.md); default: testdata/profiles/default.toml, built in
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Folder for the data set (default: runs/<UTC time>)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Capsule the server serves (default: the server's own default, the sample capsule)
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Worker threads of the server (default: one per CPU)
+    #[arg(long, value_name = "N")]
+    pub server_threads: Option<u16>,
+    /// Length of a time-series interval in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub interval: u64,
+    /// Turn on the kernel's BPF statistics and report each program's cost per event
+    #[arg(long)]
+    pub bpf_stats: bool,
+    #[command(flatten)]
+    pub power: PowerArgs,
+}
 
-pub fn command(_args: RunArgs) -> Result<ExitCode> {
-    anyhow::bail!("geminst run is not built yet")
+/// The built-in server, started as a child process.
+struct Server {
+    child: Child,
+    addr: std::net::SocketAddr,
+    log: PathBuf,
+    describe: String,
+}
+
+impl Server {
+    fn start(args: &RunArgs, dir: &Path) -> Result<Self> {
+        let exe = std::env::current_exe().context("finding the geminst binary")?;
+        let log = dir.join("server-log.jsonl");
+        let mut cmd = Command::new(exe);
+        cmd.args(["serve", "--bench-routes", "--addr", "127.0.0.1:0", "--log"])
+            .arg(&log)
+            .arg("--state-dir")
+            .arg(dir.join("server-state"));
+        if let Some(root) = &args.root {
+            cmd.arg("--root").arg(root);
+        }
+        if let Some(n) = args.server_threads {
+            cmd.args(["--threads", &n.to_string()]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting geminst serve")?;
+        // The server names its address once it listens; everything it says goes to a file.
+        let stderr = child.stderr.take().expect("piped");
+        let mut saved = std::fs::File::create(dir.join("server.stderr"))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(saved, "{line}");
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + SERVER_START;
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("geminst serve: listening on ") {
+                        let addr = rest.split_whitespace().next().unwrap_or_default();
+                        let addr = addr
+                            .parse()
+                            .with_context(|| format!("the server said it listens on {addr:?}"))?;
+                        return Ok(Self { child, addr, log, describe: rest.to_string() });
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!(
+                        "geminst serve did not start within {SERVER_START:?} (see {})",
+                        dir.join("server.stderr").display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Asks the server to finish (SIGTERM: in-flight requests end, the log is flushed).
+    fn terminate(&self) {
+        // SAFETY: kill with our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The load profile: the given file, or the built-in default written into the run's folder.
+fn plan(args: &RunArgs, dir: &Path, addr: std::net::SocketAddr) -> Result<Plan> {
+    let path = match &args.profile {
+        Some(p) => {
+            std::fs::copy(p, dir.join("profile.toml")).with_context(|| format!("copying {}", p.display()))?;
+            p.clone()
+        }
+        None => {
+            let p = dir.join("profile.toml");
+            std::fs::write(&p, DEFAULT_PROFILE)?;
+            p
+        }
+    };
+    let target =
+        GeminiUrl::parse(&format!("gemini://localhost:{}/", addr.port())).map_err(anyhow::Error::msg)?;
+    let mut plan = Plan::from_profile(&path)?.with_target(target);
+    plan.connect = Some(addr.to_string());
+    Ok(plan)
+}
+
+pub fn command(args: RunArgs) -> Result<ExitCode> {
+    if args.interval == 0 {
+        return bad_input("--interval must be at least 1 ms");
+    }
+    if let Some(p) = &args.profile {
+        // A bad profile is found before anything starts.
+        Plan::from_profile(p)?;
+    }
+    trace::require_root("geminst run")?;
+    let mut info = RunInfo::begin();
+    let dir =
+        args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(clock::stamp(info.start.unix_ns)));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    signals::install();
+
+    let mut server = Server::start(&args, &dir)?;
+    eprintln!("geminst run: server {}", server.describe);
+    let plan = plan(&args, &dir, server.addr)?;
+    let mut tracer = Tracer::start(&TraceConfig {
+        pids: vec![server.child.id()],
+        ports: Some(vec![server.addr.port()]),
+        bpf_stats: args.bpf_stats,
+        interval: Duration::from_millis(args.interval),
+        power: args.power.clone(),
+    })?;
+    let planned =
+        plan.planned_duration().map_or("until stopped".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
+    eprintln!(
+        "geminst run: tracing the server; load from {} ({planned})",
+        dir.join("profile.toml").display()
+    );
+
+    // The load runs on its own thread (its own runtime); this one keeps polling the tracer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let options =
+        load::Options { progress: true, stop: Some(stop.clone()), signals: true, ..load::Options::default() };
+    let load_thread = std::thread::spawn(move || load::run(&plan, &options));
+    while !load_thread.is_finished() {
+        if tracer.wait(Duration::from_millis(20)) {
+            // The server died under load: stop the load, keep what was measured.
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            info.notes.push("the server exited before the load finished".into());
+        }
+        tracer.poll()?;
+    }
+    let report = load_thread.join().map_err(|_| anyhow::anyhow!("the load generator panicked"))??;
+
+    // Let the last connections close, then stop the server; the trace ends when it has exited.
+    std::thread::sleep(Duration::from_millis(200));
+    server.terminate();
+    let deadline = Instant::now() + SERVER_STOP;
+    let reason = loop {
+        if tracer.wait(Duration::from_millis(50)) {
+            break StopReason::TargetExited;
+        }
+        tracer.poll()?;
+        if Instant::now() >= deadline {
+            info.notes.push(format!("the server did not exit within {SERVER_STOP:?} of SIGTERM; killed"));
+            break StopReason::Requested;
+        }
+    };
+    let mut output = tracer.stop()?;
+    let server_exit = server_status(&mut server);
+    if !server_exit.is_some_and(|s| s.success()) {
+        info.notes.push(format!("the server ended with {server_exit:?}; see server.stderr"));
+    }
+
+    report.write_parquet(&dir.join("load.parquet"))?;
+    info.section("load", &report.summary)?;
+    info.section(
+        "server",
+        serde_json::json!({
+            "describe": server.describe,
+            "log": server.log,
+            "exit": server_exit.map(|s| s.to_string()),
+        }),
+    )?;
+    let recon = trace::write_output(&dir, &mut info, &mut output, reason, None, Some(&server.log))?;
+    info.write(&dir)?;
+    print_summary(&dir, &output, &report, recon.as_ref(), &info);
+    Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILURE) })
+}
+
+/// Reaps the server (killing it if it is still there).
+fn server_status(server: &mut Server) -> Option<std::process::ExitStatus> {
+    match server.child.try_wait() {
+        Ok(Some(status)) => Some(status),
+        _ => {
+            let _ = server.child.kill();
+            server.child.wait().ok()
+        }
+    }
+}
+
+/// Means over the requests of the joined data set.
+#[derive(Debug, Default, Serialize)]
+struct PerRequest {
+    requests: u64,
+    cpu_us: f64,
+    log_cpu_us: f64,
+    energy_mj: f64,
+    app_request_bytes: f64,
+    app_response_bytes: f64,
+    socket_sent_bytes: f64,
+    socket_received_bytes: f64,
+}
+
+fn per_request(output: &TraceOutput, log: &Path) -> PerRequest {
+    let Ok(log) = crate::dataset::serverlog::read(log) else { return PerRequest::default() };
+    let (rows, _) = crate::dataset::requests::join(&log.records, &output.connections);
+    let joined: Vec<_> = rows.iter().filter_map(|j| j.conn.map(|c| (j.log, c))).collect();
+    let n = joined.len().max(1) as f64;
+    let mean = |f: &dyn Fn(
+        &(&crate::dataset::serverlog::LogRecord, &crate::dataset::connections::ConnRow),
+    ) -> f64| { joined.iter().map(f).sum::<f64>() / n };
+    PerRequest {
+        requests: joined.len() as u64,
+        cpu_us: mean(&|(_, c)| c.cpu_ns as f64 / 1e3),
+        log_cpu_us: mean(&|(l, _)| l.cpu_ns as f64 / 1e3),
+        energy_mj: mean(&|(_, c)| c.energy_j * 1e3),
+        app_request_bytes: mean(&|(l, _)| l.request_bytes as f64),
+        app_response_bytes: mean(&|(l, _)| (l.response_header_bytes + l.response_body_bytes) as f64),
+        socket_sent_bytes: mean(&|(_, c)| c.sock_send_bytes as f64),
+        socket_received_bytes: mean(&|(_, c)| c.sock_recv_bytes as f64),
+    }
+}
+
+fn print_summary(
+    dir: &Path,
+    output: &TraceOutput,
+    report: &LoadReport,
+    recon: Option<&Reconciliation>,
+    info: &RunInfo,
+) {
+    let s = &report.summary;
+    println!(
+        "load: {} requests in {:.1} s, {} ok, {} failed; {:.1} completed/s",
+        s.requests.scheduled, s.duration_s, s.requests.ok, s.requests.failed, s.completed_rate
+    );
+    let log = dir.join("server-log.jsonl");
+    let p = per_request(output, &log);
+    let source =
+        info.sections.get("power").and_then(|v| v["meter"]["source"].as_str()).unwrap_or("?").to_string();
+    println!(
+        "per request (mean of {}): CPU {:.1} µs (eBPF; the server's own measure {:.1} µs), energy {:.3} mJ ({source})",
+        p.requests, p.cpu_us, p.log_cpu_us, p.energy_mj
+    );
+    println!(
+        "bytes per request: application {:.0} in, {:.0} out (Gemini); socket layer {:.0} in, {:.0} out (TLS records)",
+        p.app_request_bytes, p.app_response_bytes, p.socket_received_bytes, p.socket_sent_bytes
+    );
+    if let Some(r) = recon {
+        println!(
+            "reconciliation: {} load requests, {} server log lines, {} traced connections, {} requests.parquet rows ({} joined, {} log only, {} traced only)",
+            s.requests.scheduled,
+            r.log_records,
+            r.ebpf_connections,
+            r.log_records,
+            r.joined,
+            r.log_only,
+            r.ebpf_only
+        );
+    }
+    let lost: u64 = info.lost.values().sum();
+    if lost > 0 {
+        println!("lost or dropped: {lost} (see run.json)");
+    }
+    println!("wrote {}", dir.display());
 }
