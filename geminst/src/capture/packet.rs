@@ -361,7 +361,7 @@ pub(crate) mod tests {
         for _ in 0..20_000 {
             let len = (rng.next() % 120) as usize;
             let mut buf: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-            if len > 14 && rng.next() % 2 == 0 {
+            if len > 14 && rng.next().is_multiple_of(2) {
                 buf[12] = 0x08;
                 buf[13] = 0;
                 buf[14] = 0x40 | (rng.next() % 16) as u8;

@@ -361,7 +361,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             let mut st = Stream::default();
             let (mut payload, mut retx) = (0u64, 0u64);
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 st.segment(isn, true, false, 0, &[]);
             }
             for _ in 0..(1 + rng.next() % 60) {

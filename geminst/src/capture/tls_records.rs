@@ -354,7 +354,7 @@ pub(crate) mod tests {
                 p.feed(&rest[..n]);
                 fed += n as u64;
                 rest = &rest[n..];
-                if rng.next() % 50 == 0 {
+                if rng.next().is_multiple_of(50) {
                     p.unknown(7);
                     fed += 7;
                 }
