@@ -7,6 +7,7 @@ mod gemini;
 mod tcpdump;
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     process::Command,
     sync::atomic::Ordering,
@@ -25,10 +26,19 @@ fn start_capture(port: u16, write_pcap: Option<std::path::PathBuf>) -> Capture {
     Capture::start(config).expect("capture on lo")
 }
 
-fn conn_for(out: &CaptureOutput, client: SocketAddr) -> &ConnWire {
-    let found: Vec<_> = out.connections.iter().filter(|c| c.client == client).collect();
+/// The connection from `client` whose first packet lies in [start_ns, end_ns].
+fn conn_for(out: &CaptureOutput, client: SocketAddr, start_ns: u64, end_ns: u64) -> &ConnWire {
+    let found: Vec<_> = out
+        .connections
+        .iter()
+        .filter(|c| c.client == client && (start_ns..=end_ns).contains(&c.first_ns))
+        .collect();
     assert_eq!(found.len(), 1, "connections from {client}: {:#?}", out.connections);
     found[0]
+}
+
+fn conn_of<'a>(out: &'a CaptureOutput, f: &Fetched) -> &'a ConnWire {
+    conn_for(out, f.local, f.start_ns, f.end_ns)
 }
 
 /// The capture's counts of one direction as tcpdump's file would show them.
@@ -39,22 +49,40 @@ fn as_flow(d: &DirWire) -> Flow {
         ip_header_bytes: d.ip_header_bytes,
         tcp_header_bytes: d.tcp_header_bytes,
         tcp_payload_bytes: d.tcp_payload_bytes,
+        retransmitted_bytes: d.retransmitted_payload_bytes,
         syn: d.syn,
         fin: d.fin,
         rst: d.rst,
     }
 }
 
-/// Every connection of the capture equals tcpdump's counts of the same 4-tuple, both directions,
-/// and tcpdump saw no flow the capture missed.
+fn add_flow(sum: &mut Flow, f: Flow) {
+    sum.packets += f.packets;
+    sum.frame_bytes += f.frame_bytes;
+    sum.ip_header_bytes += f.ip_header_bytes;
+    sum.tcp_header_bytes += f.tcp_header_bytes;
+    sum.tcp_payload_bytes += f.tcp_payload_bytes;
+    sum.retransmitted_bytes += f.retransmitted_bytes;
+    sum.syn |= f.syn;
+    sum.fin |= f.fin;
+    sum.rst |= f.rst;
+}
+
+/// Every connection of the capture equals tcpdump's counts of the same 4-tuple, both directions
+/// (connections that reused a 4-tuple summed, as tcpdump's flows cannot tell them apart), and
+/// tcpdump saw no flow the capture missed.
 fn assert_same_as_tcpdump(out: &CaptureOutput, file: &std::path::Path) {
     let flows = tcpdump::flows(file);
-    assert_eq!(flows.len(), 2 * out.connections.len(), "flows in tcpdump's file: {flows:#?}");
+    let mut ours: BTreeMap<String, Flow> = BTreeMap::new();
     for c in &out.connections {
-        let up = flows.get(&tcpdump::key(c.client, c.server)).copied().unwrap_or_default();
-        let down = flows.get(&tcpdump::key(c.server, c.client)).copied().unwrap_or_default();
-        assert_eq!(as_flow(&c.to_server), up, "client→server of {}\n{}", c.client, tcpdump::text(file));
-        assert_eq!(as_flow(&c.to_client), down, "server→client of {}\n{}", c.client, tcpdump::text(file));
+        add_flow(ours.entry(tcpdump::key(c.client, c.server)).or_default(), as_flow(&c.to_server));
+        add_flow(ours.entry(tcpdump::key(c.server, c.client)).or_default(), as_flow(&c.to_client));
+    }
+    if ours != flows {
+        for (k, f) in &flows {
+            assert_eq!(ours.get(k), Some(f), "flow {k}\n{}", tcpdump::text(file));
+        }
+        panic!("flows geminst saw and tcpdump did not: {ours:#?}\ntcpdump: {flows:#?}");
     }
 }
 
@@ -101,8 +129,13 @@ sock.close()
 print(json.dumps({'port': local[1], 'response': len(body), 'records': records}))
 "#;
 
-fn python_fetch(port: u16, request_bytes: usize, version: &str) -> (SocketAddr, u64, OpenSslRecords) {
+/// (client address, start and end CLOCK_MONOTONIC ns, response bytes, records).
+type PyFetch = (SocketAddr, u64, u64, u64, OpenSslRecords);
+
+fn python_fetch(port: u16, request_bytes: usize, version: &str) -> PyFetch {
+    let start = geminst::clock::monotonic_ns();
     let out = util::python(PY_CLIENT, &[&port.to_string(), &request_bytes.to_string(), version]);
+    let end = geminst::clock::monotonic_ns();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let list = |dir: &str| {
         let mut l: Vec<(u8, u64, u64)> = v["records"][dir]
@@ -115,7 +148,13 @@ fn python_fetch(port: u16, request_bytes: usize, version: &str) -> (SocketAddr, 
         l
     };
     let local = SocketAddr::from(([127, 0, 0, 1], v["port"].as_u64().unwrap() as u16));
-    (local, v["response"].as_u64().unwrap(), OpenSslRecords { written: list("write"), read: list("read") })
+    (
+        local,
+        start,
+        end,
+        v["response"].as_u64().unwrap(),
+        OpenSslRecords { written: list("write"), read: list("read") },
+    )
 }
 
 /// The capture's TLS breakdown of one direction in the same form.
@@ -131,12 +170,12 @@ fn records_of(d: &DirWire) -> Vec<(u8, u64, u64)> {
 /// The payload as seen on the wire equals the bytes each end wrote, and the record parser
 /// accounted for every byte without losing its place.
 fn assert_payload_matches_the_ends(c: &ConnWire, fetched: &Fetched, served: &gemini::Served) {
-    assert_eq!(c.to_server.retransmitted_payload_bytes, 0);
-    assert_eq!(c.to_client.retransmitted_payload_bytes, 0);
-    assert_eq!(c.to_server.tcp_payload_bytes, fetched.tcp_written, "client's TLS bytes written");
-    assert_eq!(c.to_client.tcp_payload_bytes, served.tcp_written, "server's TLS bytes written");
-    assert_eq!(c.to_client.tcp_payload_bytes, fetched.tcp_read, "client's TLS bytes read");
-    assert_eq!(c.to_server.tcp_payload_bytes, served.tcp_read, "server's TLS bytes read");
+    // Payload counted once: a retransmitted byte (a spurious tail-loss probe on a busy machine)
+    // was written once by the application.
+    assert_eq!(c.to_server.unique_payload_bytes(), fetched.tcp_written, "client's TLS bytes written");
+    assert_eq!(c.to_client.unique_payload_bytes(), served.tcp_written, "server's TLS bytes written");
+    assert_eq!(c.to_client.unique_payload_bytes(), fetched.tcp_read, "client's TLS bytes read");
+    assert_eq!(c.to_server.unique_payload_bytes(), served.tcp_read, "server's TLS bytes read");
     assert!(served.error.is_none(), "{served:?}");
     for d in [&c.to_server, &c.to_client] {
         assert_eq!(d.tls.total_bytes(), d.unique_payload_bytes());
@@ -167,7 +206,7 @@ fn root_capture_matches_tcpdump_and_both_ends() {
     let mut fetched = Vec::new();
     for (tls, req, body) in cases {
         server.body.store(body, Ordering::SeqCst);
-        let f = rt.block_on(gemini::fetch(port, tls, req, Ending::Graceful)).unwrap();
+        let f = rt.block_on(gemini::fetch(port, tls, req, Ending::Graceful, false)).unwrap();
         assert_eq!(f.response_len, gemini::RESPONSE_HEADER.len() as u64 + body);
         let want =
             if tls == Tls::V13 { rustls::ProtocolVersion::TLSv1_3 } else { rustls::ProtocolVersion::TLSv1_2 };
@@ -179,7 +218,7 @@ fn root_capture_matches_tcpdump_and_both_ends() {
     for f in &fetched {
         server.served(f.local);
     }
-    for (local, _, _) in &openssl {
+    for (local, ..) in &openssl {
         server.served(*local);
     }
     let out = cap.stop().unwrap();
@@ -197,19 +236,19 @@ fn root_capture_matches_tcpdump_and_both_ends() {
     assert!(s.received >= frames, "{s:#?}");
 
     for f in &fetched {
-        let c = conn_for(&out, f.local);
+        let c = conn_of(&out, f);
         assert!(c.handshake_seen && c.closed() && c.to_server.fin && c.to_client.fin);
         assert_eq!(c.server, SocketAddr::from(([127, 0, 0, 1], port)));
         assert_payload_matches_the_ends(c, f, &server.served(f.local));
         // The first and last packets bracket the fetch, on CLOCK_MONOTONIC.
         assert!(c.first_ns < c.last_ns && c.last_ns <= s.stop_ns && c.first_ns >= s.start_ns, "{c:#?}");
     }
-    for (local, response, records) in &openssl {
-        let c = conn_for(&out, *local);
+    for (local, start, end, response, records) in &openssl {
+        let c = conn_for(&out, *local, *start, *end);
         assert_eq!(*response, 5000 + gemini::RESPONSE_HEADER.len() as u64);
         assert_eq!(records_of(&c.to_server), records.written, "records the OpenSSL client wrote");
         assert_eq!(records_of(&c.to_client), records.read, "records the OpenSSL client read");
-        assert_eq!(c.to_client.tcp_payload_bytes, server.served(*local).tcp_written);
+        assert_eq!(c.to_client.unique_payload_bytes(), server.served(*local).tcp_written);
     }
 }
 
@@ -230,16 +269,17 @@ fn root_broken_connections_are_counted() {
     let cap = start_capture(port, None);
 
     server.body.store(1 << 20, Ordering::SeqCst);
-    let reset = rt.block_on(gemini::fetch(port, Tls::V13, 40, Ending::ResetAfter(200_000))).unwrap();
+    let reset = rt.block_on(gemini::fetch(port, Tls::V13, 40, Ending::ResetAfter(200_000), false)).unwrap();
     let reset_served = server.served(reset.local);
 
     server.abort_after.store(50_000, Ordering::SeqCst);
-    let died = rt.block_on(gemini::fetch(port, Tls::V13, 40, Ending::Graceful)).unwrap();
+    let died = rt.block_on(gemini::fetch(port, Tls::V13, 40, Ending::Graceful, false)).unwrap();
     server.served(died.local);
     server.abort_after.store(u64::MAX, Ordering::SeqCst);
 
     // Open and left open: a TCP connection with a partial ClientHello record (the first 3 of 5
     // header bytes and nothing more), not closed until after the capture stops.
+    let open_start = geminst::clock::monotonic_ns();
     let mut open = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let open_local = open.local_addr().unwrap();
     std::io::Write::write_all(&mut open, &[22, 3, 1]).unwrap();
@@ -251,7 +291,7 @@ fn root_broken_connections_are_counted() {
     assert_same_as_tcpdump(&out, &file);
     assert_eq!(out.stats.dropped, 0);
 
-    let c = conn_for(&out, reset.local);
+    let c = conn_of(&out, &reset);
     assert!(c.to_server.rst && c.closed(), "{c:#?}");
     let down = &c.to_client;
     assert!(down.tcp_payload_bytes >= reset.response_len, "{down:#?}");
@@ -260,16 +300,16 @@ fn root_broken_connections_are_counted() {
     assert_eq!(down.tls.total_bytes(), down.unique_payload_bytes());
     assert_eq!(down.tls.unclassified_bytes, 0);
 
-    let c = conn_for(&out, died.local);
+    let c = conn_of(&out, &died);
     assert_eq!(died.response_len, 15 + 50_000);
     assert!(c.to_client.fin, "{c:#?}");
     // No close_notify: the encrypted flight, the tickets, and the response's 4 records only.
     let response_records = 50_015u64.div_ceil(16_384);
     assert_eq!(c.to_client.tls.application_data.records, 2 + response_records, "{c:#?}");
-    assert_eq!(c.to_client.tcp_payload_bytes, c.to_client.tls.total_bytes());
+    assert_eq!(c.to_client.unique_payload_bytes(), c.to_client.tls.total_bytes());
     assert!(!c.to_client.tls.truncated);
 
-    let c = conn_for(&out, open_local);
+    let c = conn_for(&out, open_local, open_start, u64::MAX);
     assert!(c.handshake_seen && !c.to_server.fin && !c.to_client.fin && !c.closed(), "{c:#?}");
     assert_eq!(c.to_server.tcp_payload_bytes, 3);
     assert!(c.to_server.tls.truncated);
@@ -277,7 +317,13 @@ fn root_broken_connections_are_counted() {
 }
 
 /// Measured bytes within 2% of `geminst calc`'s prediction, request sizes 1 B to 1 KiB and
-/// response sizes 1 B to 1 MiB, TLS 1.3 and 1.2; the ClientHello and ServerHello records exactly.
+/// response sizes 1 B to 1 MiB, TLS 1.3 and 1.2, for two client styles; the plaintext handshake
+/// records to the byte and the payload to within the variation of one ECDSA signature.
+///
+/// Each case runs three connections and the median one is compared: on a loaded machine a
+/// connection now and then takes one more or one fewer segment than the model (the client's
+/// request racing the server's session tickets; see docs/wire-bytes.md), which at the smallest
+/// sizes is 2.4% by itself.
 #[test]
 fn root_calc_predicts_measured_bytes_within_2_percent() {
     if !util::root_or_skip("root_calc_predicts_measured_bytes_within_2_percent") {
@@ -292,22 +338,31 @@ fn root_calc_predicts_measured_bytes_within_2_percent() {
     std::fs::write(&cert, &server.cert_pem).unwrap();
     let cap = start_capture(port, None);
     let mut cases = Vec::new();
-    for tls in [Tls::V13, Tls::V12] {
-        for (req, body) in [(1, 1), (100, 1000), (1024, 16_369), (1, 16_370), (512, 100_000), (1024, 1 << 20)]
-        {
-            server.body.store(body, Ordering::SeqCst);
-            let f = rt.block_on(gemini::fetch(port, tls, req, Ending::Graceful)).unwrap();
-            server.served(f.local);
-            cases.push((tls, req, body, f));
+    // Two client styles: rustls without TCP_NODELAY that sends its own close_notify, and one like
+    // geminst load (TCP_NODELAY, closes without close_notify).
+    for (nodelay, ending) in [(false, Ending::Graceful), (true, Ending::Drop)] {
+        for tls in [Tls::V13, Tls::V12] {
+            for (req, body) in
+                [(1, 1), (100, 1000), (1024, 16_369), (1, 16_370), (512, 100_000), (1024, 1 << 20)]
+            {
+                server.body.store(body, Ordering::SeqCst);
+                let mut runs = Vec::new();
+                for _ in 0..3 {
+                    let f = rt.block_on(gemini::fetch(port, tls, req, ending, nodelay)).unwrap();
+                    server.served(f.local);
+                    runs.push(f);
+                }
+                cases.push((tls, req, body, nodelay, ending, runs));
+            }
         }
     }
     let out = cap.stop().unwrap();
     assert_eq!(out.stats.dropped, 0);
     let mut worst = (0.0f64, String::new());
     let mut table = String::new();
-    for (tls, req, body, f) in &cases {
-        let c = conn_for(&out, f.local);
-        let mss = u64::from(c.to_server.mss_option.unwrap().min(c.to_client.mss_option.unwrap())) - 12;
+    for (tls, req, body, nodelay, ending, runs) in &cases {
+        let c0 = conn_of(&out, &runs[0]);
+        let mss = u64::from(c0.to_server.mss_option.unwrap().min(c0.to_client.mss_option.unwrap())) - 12;
         let v = if *tls == Tls::V13 { "1.3" } else { "1.2" };
         let json = calc_json(&[
             "--request-bytes",
@@ -322,33 +377,50 @@ fn root_calc_predicts_measured_bytes_within_2_percent() {
             cert.to_str().unwrap(),
             "--client-offers",
             "only",
+            "--client-nodelay",
+            &nodelay.to_string(),
+            "--client-close-notify",
+            &(*ending == Ending::Graceful).to_string(),
         ]);
         let predicted = |dir: &str, field: &str| json[dir][field].as_u64().unwrap();
         let pred_total = predicted("to_server", "frame_bytes") + predicted("to_client", "frame_bytes");
-        let measured = c.total().1;
-        let err = (measured as f64 - pred_total as f64) / pred_total as f64;
+        let pred_packets = predicted("to_server", "packets") + predicted("to_client", "packets");
+        let mut measured = Vec::new();
+        for f in runs {
+            let c = conn_of(&out, f);
+            let case = format!("TLS {v} nodelay {nodelay} req {req} body {body} ({})", f.local);
+            // The plaintext handshake records are predicted to the byte: the ClientHello (and, in
+            // TLS 1.2, the ClientKeyExchange and Finished) and, in TLS 1.3, the ServerHello.
+            let hs = |d: &str| json[d]["tls"]["handshake"]["bytes"].as_u64().unwrap();
+            assert_eq!(c.to_server.tls.handshake.bytes, hs("to_server"), "{case}");
+            if *tls == Tls::V13 {
+                assert_eq!(c.to_client.tls.handshake.bytes, hs("to_client"), "{case}");
+            }
+            // Payload exactly from the client; from the server within the variation of one ECDSA
+            // signature's DER size (68 to 72 bytes, 71 predicted).
+            let payload = |d: &str| predicted(d, "tcp_payload_bytes") as i64;
+            assert_eq!(c.to_server.unique_payload_bytes() as i64, payload("to_server"), "{case}");
+            let off = c.to_client.unique_payload_bytes() as i64 - payload("to_client");
+            assert!((-3..=1).contains(&off), "{case}: server payload {off:+} bytes from the prediction");
+            // The calculator predicts a loss-free exchange: retransmitted segments (loopback sees
+            // spurious tail-loss probes when a receiver is slow) are reported and left out.
+            let retx = c.to_server.retransmitted_frame_bytes + c.to_client.retransmitted_frame_bytes;
+            measured.push((c.total().1 - retx, c.total().0, retx));
+        }
+        measured.sort();
+        let (bytes, packets, retx) = measured[1];
+        let err = (bytes as f64 - pred_total as f64) / pred_total as f64;
         let line = format!(
-            "TLS {v} req {req:>5} body {body:>8}: measured {measured:>8} B {:>3} pkts, predicted {pred_total:>8} B \
-             {:>3} pkts, {:+.3}%\n",
-            c.total().0,
-            predicted("to_server", "packets") + predicted("to_client", "packets"),
+            "TLS {v} nodelay {nodelay:<5} req {req:>5} body {body:>8}: measured {bytes:>8} B {packets:>3} pkts \
+             (+{retx} B retransmitted; of 3: {}..{} B), predicted {pred_total:>8} B {pred_packets:>3} pkts, {:+.3}%\n",
+            measured[0].0,
+            measured[2].0,
             err * 100.0
         );
         table.push_str(&line);
         if err.abs() > worst.0.abs() {
-            worst = (err, line.clone());
+            worst = (err, line);
         }
-        // The plaintext handshake records are predicted to the byte: the ClientHello (and, in TLS
-        // 1.2, the ClientKeyExchange and Finished) and the ServerHello in TLS 1.3.
-        let hs = |d: &str| json[d]["tls"]["handshake"]["bytes"].as_u64().unwrap();
-        assert_eq!(c.to_server.tls.handshake.bytes, hs("to_server"), "{line}");
-        if *tls == Tls::V13 {
-            assert_eq!(c.to_client.tls.handshake.bytes, hs("to_client"), "{line}");
-        }
-        // Unique payload within a few bytes: only the ECDSA signature varies (70 to 72 bytes).
-        let payload = |d: &str| predicted(d, "tcp_payload_bytes") as i64;
-        assert_eq!(c.to_server.tcp_payload_bytes as i64, payload("to_server"), "{line}");
-        assert!((c.to_client.tcp_payload_bytes as i64 - payload("to_client")).abs() <= 1, "{line}");
     }
     println!("{table}worst: {}", worst.1);
     assert!(worst.0.abs() <= 0.02, "prediction off by more than 2%:\n{table}");
@@ -371,7 +443,9 @@ fn calc_cli_reports_parts_and_rejects_bad_input() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for part in ["TCP SYN", "TLS ClientHello", "ServerKeyExchange", "close_notify", "FIN (client)", "IPv6"] {
+    for part in
+        ["TCP SYN", "TLS ClientHello", "ServerKeyExchange", "close_notify + FIN", "IPv6", "delayed-ACK"]
+    {
         assert!(text.contains(part), "{part} missing from:\n{text}");
     }
     let json = calc_json(&["--request-bytes", "1", "--response-bytes", "1048576", "--mss", "1448"]);

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::{
     certs::CertChain,
     connection::ConnWire,
+    tcp_model::{self, DELAYED_ACK_MS, Segment, Step, Write},
     tls_records::{RecordTally, TlsCounts, content_type},
 };
 
@@ -175,6 +176,13 @@ pub struct CalcParams {
     pub ticket_bytes: u32,
     /// The server's certificate chain.
     pub cert: CertChain,
+    /// TCP_NODELAY on the client's socket (geminst load sets it).
+    pub client_nodelay: bool,
+    /// TCP_NODELAY on the server's socket.
+    pub server_nodelay: bool,
+    /// Whether the client sends its own close_notify before closing (geminst load does not;
+    /// a client that calls shutdown on its TLS stream does).
+    pub client_close_notify: bool,
 }
 
 impl Default for CalcParams {
@@ -195,6 +203,9 @@ impl Default for CalcParams {
             tickets: 2,
             ticket_bytes: 32,
             cert: CertChain::typical(),
+            client_nodelay: true,
+            server_nodelay: false,
+            client_close_notify: false,
         }
     }
 }
@@ -290,6 +301,11 @@ pub struct Prediction {
     pub parts: Vec<Part>,
     pub to_server: DirPrediction,
     pub to_client: DirPrediction,
+    /// Times the exchange waits for a delayed-ACK timer (Nagle's algorithm holding a small write
+    /// behind a small segment whose ACK the other side delays).
+    pub delayed_ack_stalls: u32,
+    /// The least time those stalls add, ms (40 ms each on Linux).
+    pub delayed_ack_stall_ms: u64,
 }
 
 impl Prediction {
@@ -302,54 +318,32 @@ impl Prediction {
     }
 }
 
-/// Builds the parts in order.
-struct Builder<'a> {
-    p: &'a CalcParams,
-    parts: Vec<Part>,
+/// Header bytes per segment.
+struct Headers {
+    ip: u64,
+    tcp_syn: u64,
+    tcp: u64,
+    link: u64,
 }
 
-/// How a part's segments are acknowledged by the other side.
-#[derive(Clone, Copy)]
-enum Acks {
-    /// Not by a pure ACK of its own (a later ACK or data covers it).
-    None,
-    /// One pure ACK per two segments received, rounded up.
-    PerTwo,
-}
-
-impl Builder<'_> {
-    fn ip(&self) -> u64 {
-        if self.p.ipv6 { IPV6_HEADER } else { IPV4_HEADER }
+impl Headers {
+    fn new(p: &CalcParams) -> Self {
+        let (syn_opts, opts) =
+            if p.tcp_timestamps { (TCP_SYN_OPTIONS_TS, TCP_TS_OPTIONS) } else { (TCP_SYN_OPTIONS_NO_TS, 0) };
+        Self {
+            ip: if p.ipv6 { IPV6_HEADER } else { IPV4_HEADER },
+            tcp_syn: TCP_HEADER + syn_opts,
+            tcp: TCP_HEADER + opts,
+            link: p.link_header_bytes,
+        }
     }
 
-    fn tcp(&self, syn: bool) -> u64 {
-        TCP_HEADER
-            + match (syn, self.p.tcp_timestamps) {
-                (true, true) => TCP_SYN_OPTIONS_TS,
-                (true, false) => TCP_SYN_OPTIONS_NO_TS,
-                (false, true) => TCP_TS_OPTIONS,
-                (false, false) => 0,
-            }
-    }
-
-    /// Adds a part of `packets` segments carrying `payload` bytes in all.
-    fn segments(
-        &mut self,
-        from: Side,
-        name: &str,
-        detail: String,
-        source: &'static str,
-        payload: u64,
-        packets: u64,
-    ) {
-        self.push(from, name, detail, source, Vec::new(), payload, packets, 0, false);
-    }
-
+    /// A part of `packets` segments carrying `payload` bytes in all.
     #[allow(clippy::too_many_arguments)]
-    fn push(
-        &mut self,
+    fn part(
+        &self,
         from: Side,
-        name: &str,
+        name: String,
         detail: String,
         source: &'static str,
         records: Vec<(u8, u64)>,
@@ -357,12 +351,11 @@ impl Builder<'_> {
         packets: u64,
         pure_acks: u64,
         syn: bool,
-    ) {
-        let ip = self.ip() * packets;
-        let tcp = self.tcp(syn) * packets;
-        let frame = ip + tcp + payload + self.p.link_header_bytes * packets;
-        self.parts.push(Part {
-            name: name.to_string(),
+    ) -> Part {
+        let ip = self.ip * packets;
+        let tcp = if syn { self.tcp_syn } else { self.tcp } * packets;
+        Part {
+            name,
             from,
             detail,
             source,
@@ -372,52 +365,57 @@ impl Builder<'_> {
             pure_acks,
             ip_header_bytes: ip,
             tcp_header_bytes: tcp,
-            frame_bytes: frame,
-        });
-    }
-
-    /// TLS records sent by `from` as one burst of segments (cut at the MSS), then the pure ACKs
-    /// the other side sends for them.
-    fn records(
-        &mut self,
-        from: Side,
-        name: &str,
-        detail: String,
-        source: &'static str,
-        records: Vec<(u8, u64)>,
-        acks: Acks,
-    ) {
-        let payload: u64 = records.iter().map(|r| r.1).sum();
-        let packets = payload.div_ceil(u64::from(self.p.mss)).max(1);
-        self.push(from, name, detail, source, records, payload, packets, 0, false);
-        if let Acks::PerTwo = acks {
-            self.acks(other(from), name, packets.div_ceil(2));
+            frame_bytes: ip + tcp + payload + self.link * packets,
         }
-    }
-
-    /// `n` pure ACKs sent by `from` for what the part `of` carried.
-    fn acks(&mut self, from: Side, of: &str, n: u64) {
-        let detail = format!("{n} pure ACK(s) of: {of}");
-        self.push(from, "ACK", detail, SRC_ACK, Vec::new(), 0, n, n, false);
     }
 }
 
-fn other(s: Side) -> Side {
-    match s {
-        Side::Client => Side::Server,
-        Side::Server => Side::Client,
+/// One application write of the exchange and what it carries.
+struct Msg {
+    side: Side,
+    label: String,
+    detail: String,
+    source: &'static str,
+    records: Vec<(u8, u64)>,
+}
+
+/// The exchange as the two applications perform it, in order.
+#[derive(Default)]
+struct Script {
+    msgs: Vec<Msg>,
+    steps: Vec<Step>,
+}
+
+impl Script {
+    fn write(
+        &mut self,
+        side: Side,
+        label: &str,
+        detail: String,
+        source: &'static str,
+        records: Vec<(u8, u64)>,
+    ) {
+        self.steps.push(Step::Write(self.msgs.len()));
+        self.msgs.push(Msg { side, label: label.to_string(), detail, source, records });
+    }
+
+    fn close(&mut self, side: Side) {
+        self.steps.push(Step::Close(side));
     }
 }
 
 const SRC_TCP_OPEN: &str = "RFC 9293 §3.5 (three-way handshake); options RFC 9293 §3.7.1, RFC 2018, RFC 7323";
-const SRC_ACK: &str = "RFC 9293 §3.8.6.3 and Linux quick-ACK/delayed-ACK (docs/wire-bytes.md)";
+const SRC_ACK: &str =
+    "RFC 9293 §3.8.6.3, RFC 1122 §4.2.3.2; Linux quick-ACK and delayed-ACK (docs/wire-bytes.md)";
 const SRC_CH: &str = "RFC 8446 §4.1.2, §4.2; RFC 6066 §3, §8; RFC 8422 §5.1; RFC 7627";
 const SRC_SH13: &str = "RFC 8446 §4.1.3, §4.2.1, §4.2.8";
 const SRC_CCS: &str = "RFC 8446 Appendix D.4 (middlebox compatibility mode)";
 const SRC_FLIGHT13: &str = "RFC 8446 §4.3.1, §4.4.2, §4.4.3, §4.4.4, §5.2";
+const SRC_FIN13: &str = "RFC 8446 §4.4.4, §5.2";
 const SRC_APP: &str = "RFC 8446 §5.1, §5.2 (2^14-byte fragments; type byte and AEAD tag)";
 const SRC_APP12: &str = "RFC 5246 §6.2.3.3, RFC 5288 §3 (explicit nonce and tag)";
-const SRC_CLOSE: &str = "RFC 8446 §6.1 close_notify; RFC 9293 §3.6 (FIN)";
+const SRC_CLOSE: &str = "RFC 8446 §6.1 close_notify";
+const SRC_FIN: &str = "RFC 9293 §3.6 (FIN)";
 const SRC_NST: &str = "RFC 8446 §4.6.1";
 const SRC_FLIGHT12: &str = "RFC 5246 §7.4.1.3, §7.4.2, §7.4.5; RFC 8422 §5.4; RFC 5746; RFC 7627";
 const SRC_CKE: &str = "RFC 8422 §5.7";
@@ -490,50 +488,56 @@ fn cert_entries(p: &CalcParams, tls13: bool) -> u64 {
 /// handshake. The parameters are checked first; the error names the one that is wrong.
 pub fn predict(p: &CalcParams) -> Result<Prediction, String> {
     p.validate()?;
-    let mut b = Builder { p, parts: Vec::new() };
-    let syn_tcp = b.tcp(true);
-    // TCP three-way handshake.
-    b.push(
+    let h = Headers::new(p);
+    let mut parts = Vec::new();
+    // TCP three-way handshake (RFC 9293 §3.5).
+    let syn_detail = format!(
+        "IP {} + TCP {} (options: MSS, SACK-permitted, {}window scale)",
+        h.ip,
+        h.tcp_syn,
+        if p.tcp_timestamps { "timestamps, " } else { "" }
+    );
+    parts.push(h.part(
         Side::Client,
-        "TCP SYN",
-        format!("IP {} + TCP {syn_tcp} (options MSS, SACK-permitted, timestamps, window scale)", b.ip()),
+        "TCP SYN".into(),
+        syn_detail.clone(),
         SRC_TCP_OPEN,
-        Vec::new(),
+        vec![],
         0,
         1,
         0,
         true,
-    );
-    b.push(
-        Side::Server,
-        "TCP SYN-ACK",
-        format!("IP {} + TCP {syn_tcp}", b.ip()),
+    ));
+    parts.push(h.part(Side::Server, "TCP SYN-ACK".into(), syn_detail, SRC_TCP_OPEN, vec![], 0, 1, 0, true));
+    parts.push(h.part(
+        Side::Client,
+        "ACK".into(),
+        "completes the handshake".into(),
         SRC_TCP_OPEN,
-        Vec::new(),
+        vec![],
         0,
         1,
-        0,
-        true,
-    );
-    b.acks(Side::Client, "the SYN-ACK (third segment of the handshake)", 1);
+        1,
+        false,
+    ));
 
+    let mut script = Script::default();
     let (ch_body, ch_detail) = client_hello(p);
     let ch = RECORD_HEADER + HANDSHAKE_HEADER + ch_body;
-    // The ClientHello is sent as plaintext; every side acknowledges the handshake segments it
-    // receives at once (Linux quick-ACK mode at the start of a connection).
-    b.records(
-        Side::Client,
-        "TLS ClientHello",
-        ch_detail,
-        SRC_CH,
-        vec![(content_type::HANDSHAKE, ch)],
-        Acks::PerTwo,
-    );
+    script.write(Side::Client, "TLS ClientHello", ch_detail, SRC_CH, vec![(content_type::HANDSHAKE, ch)]);
     match p.tls {
-        TlsVersion::Tls13 => tls13(&mut b),
-        TlsVersion::Tls12 => tls12(&mut b),
+        TlsVersion::Tls13 => tls13(p, &mut script),
+        TlsVersion::Tls12 => tls12(p, &mut script),
     }
-    let parts = b.parts;
+    let writes: Vec<Write> = script
+        .msgs
+        .iter()
+        .map(|m| Write { side: m.side, bytes: m.records.iter().map(|r| r.1).sum() })
+        .collect();
+    let outcome =
+        tcp_model::run(&writes, &script.steps, u64::from(p.mss), [p.client_nodelay, p.server_nodelay]);
+    parts.extend(parts_from(&outcome.segments, &script, &h));
+
     let mut to_server = DirPrediction::default();
     let mut to_client = DirPrediction::default();
     for part in &parts {
@@ -555,45 +559,182 @@ pub fn predict(p: &CalcParams) -> Result<Prediction, String> {
             t.bytes += bytes;
         }
     }
-    Ok(Prediction { params: p.clone(), parts, to_server, to_client })
+    Ok(Prediction {
+        params: p.clone(),
+        parts,
+        to_server,
+        to_client,
+        delayed_ack_stalls: outcome.stalls,
+        delayed_ack_stall_ms: u64::from(outcome.stalls) * DELAYED_ACK_MS,
+    })
 }
 
-/// TLS 1.3 after the ClientHello: see docs/wire-bytes.md, "TLS 1.3 step by step".
-fn tls13(b: &mut Builder) {
-    let p = b.p;
+/// Groups the model's segments into named parts: the segments of one write (with the other
+/// side's pure ACKs between them gathered into one part after), or consecutive pure ACKs.
+fn parts_from(segments: &[Segment], script: &Script, h: &Headers) -> Vec<Part> {
+    let continues = |a: &Segment, b: &Segment| {
+        a.side == b.side
+            && !a.pure_ack
+            && !b.pure_ack
+            && !a.fin
+            && b.payload > 0
+            && a.writes.last() == b.writes.first()
+    };
+    let is_plain_ack_of = |s: &Segment, side: Side| s.side != side && s.pure_ack && !s.timer;
+    let mut parts = Vec::new();
+    let mut placed = vec![false; script.msgs.len()];
+    let mut i = 0;
+    while i < segments.len() {
+        let first = &segments[i];
+        let mut group = vec![first];
+        let mut between = 0u64;
+        let mut j = i + 1;
+        if first.pure_ack {
+            while j < segments.len()
+                && segments[j].side == first.side
+                && segments[j].pure_ack
+                && segments[j].timer == first.timer
+            {
+                group.push(&segments[j]);
+                j += 1;
+            }
+        } else {
+            loop {
+                let mut k = j;
+                while k < segments.len() && is_plain_ack_of(&segments[k], first.side) {
+                    k += 1;
+                }
+                if k < segments.len() && continues(group[group.len() - 1], &segments[k]) {
+                    between += (k - j) as u64;
+                    group.push(&segments[k]);
+                    j = k + 1;
+                } else {
+                    break;
+                }
+            }
+        }
+        let packets = group.len() as u64;
+        let payload: u64 = group.iter().map(|s| s.payload).sum();
+        let fin = group.last().is_some_and(|s| s.fin);
+        let part = if first.pure_ack {
+            let (name, detail) = if first.timer {
+                (
+                    "ACK (delayed-ACK timer)",
+                    format!("{packets} pure ACK(s) after a stall of at least {DELAYED_ACK_MS} ms"),
+                )
+            } else {
+                ("ACK", format!("{packets} pure ACK(s)"))
+            };
+            h.part(first.side, name.into(), detail, SRC_ACK, vec![], 0, packets, packets, false)
+        } else if payload == 0 {
+            h.part(
+                first.side,
+                "FIN".into(),
+                "a bare FIN segment".into(),
+                SRC_FIN,
+                vec![],
+                0,
+                packets,
+                0,
+                false,
+            )
+        } else {
+            let mut msgs: Vec<usize> = Vec::new();
+            for s in &group {
+                for &w in &s.writes {
+                    if !msgs.contains(&w) {
+                        msgs.push(w);
+                    }
+                }
+            }
+            let mut name: Vec<&str> = msgs.iter().map(|&w| script.msgs[w].label.as_str()).collect();
+            if fin {
+                name.push("FIN");
+            }
+            let mut detail: Vec<String> = msgs.iter().map(|&w| script.msgs[w].detail.clone()).collect();
+            if packets > 1 {
+                detail.push(format!("{packets} segments of at most the MSS"));
+            }
+            let mut records = Vec::new();
+            for &w in &msgs {
+                if !placed[w] {
+                    placed[w] = true;
+                    records.extend(script.msgs[w].records.iter().copied());
+                }
+            }
+            let source = script.msgs[msgs[0]].source;
+            h.part(
+                first.side,
+                name.join(" + "),
+                detail.join("; "),
+                source,
+                records,
+                payload,
+                packets,
+                0,
+                false,
+            )
+        };
+        parts.push(part);
+        if between > 0 {
+            let detail = format!("{between} pure ACK(s) sent while the segments above arrived");
+            parts.push(h.part(
+                other(first.side),
+                "ACK".into(),
+                detail,
+                SRC_ACK,
+                vec![],
+                0,
+                between,
+                between,
+                false,
+            ));
+        }
+        i = j;
+    }
+    parts
+}
+
+fn other(s: Side) -> Side {
+    match s {
+        Side::Client => Side::Server,
+        Side::Server => Side::Client,
+    }
+}
+
+/// TLS 1.3 after the ClientHello, as rustls writes it: each record its own write.
+fn tls13(p: &CalcParams, s: &mut Script) {
     let over = p.cipher.record_overhead(TlsVersion::Tls13);
     let (_, server_share) = p.key_exchange.share_bytes();
     // ServerHello: version 2, random 32, session id echo 1+32, suite 2, compression 1, extensions
     // 2 + supported_versions (4+2) + key_share (4 + group 2 + length 2 + share).
     let sh_body = 2 + 32 + 1 + 32 + 2 + 1 + 2 + 6 + 4 + 4 + server_share;
     let sh = RECORD_HEADER + HANDSHAKE_HEADER + sh_body;
-    b.records(
+    s.write(
         Side::Server,
         "TLS ServerHello",
         format!("record 5 + handshake 4 + ServerHello {sh_body} (key share {server_share})"),
         SRC_SH13,
         vec![(content_type::HANDSHAKE, sh)],
-        Acks::PerTwo,
     );
     let ccs = RECORD_HEADER + CCS_BODY;
-    b.records(
+    s.write(
         Side::Server,
-        "TLS ChangeCipherSpec (server)",
-        "record 5 + 1 (compatibility, unencrypted)".into(),
+        "TLS ChangeCipherSpec",
+        "record 5 + 1, unencrypted".into(),
         SRC_CCS,
         vec![(content_type::CHANGE_CIPHER_SPEC, ccs)],
-        Acks::PerTwo,
     );
-    // EncryptedExtensions (empty list, plus the empty server_name acknowledgement when the client
-    // sent SNI, RFC 6066 §3), Certificate, CertificateVerify, Finished: one flight, which rustls
-    // seals into as few records as the 2^14 limit allows.
+    // EncryptedExtensions (an empty list, plus the empty server_name acknowledgement when the
+    // client sent SNI, RFC 6066 §3), Certificate, CertificateVerify, Finished: one flight, which
+    // rustls seals into as few records as the 2^14 limit allows.
     let ee = HANDSHAKE_HEADER + 2 + if p.sni_host.is_some() { 4 } else { 0 };
     let cert = HANDSHAKE_HEADER + 1 + 3 + cert_entries(p, true);
     let cv = HANDSHAKE_HEADER + 2 + 2 + u64::from(p.cert.signature_bytes);
     let fin = HANDSHAKE_HEADER + p.cipher.hash_len();
     let flight = ee + cert + cv + fin;
     let recs = split_records(flight, over);
-    b.records(
+    s.write(
         Side::Server,
         "TLS EncryptedExtensions+Certificate+CertificateVerify+Finished",
         format!(
@@ -606,125 +747,77 @@ fn tls13(b: &mut Builder) {
         ),
         SRC_FLIGHT13,
         typed(content_type::APPLICATION_DATA, recs),
-        Acks::PerTwo,
     );
-    b.records(
+    s.write(
         Side::Client,
-        "TLS ChangeCipherSpec (client)",
-        "record 5 + 1 (compatibility, unencrypted)".into(),
+        "TLS ChangeCipherSpec",
+        "record 5 + 1, unencrypted".into(),
         SRC_CCS,
         vec![(content_type::CHANGE_CIPHER_SPEC, ccs)],
-        Acks::PerTwo,
     );
-    // Nagle's algorithm holds the client's Finished and the request behind the unacknowledged
-    // ChangeCipherSpec, so both leave in one burst.
-    let cfin = fin + over;
-    let req = split_records(p.request_bytes, over);
-    let mut recs = vec![(content_type::APPLICATION_DATA, cfin)];
-    recs.extend(typed(content_type::APPLICATION_DATA, req.clone()));
-    b.records(
+    s.write(
         Side::Client,
-        "TLS Finished (client) + request",
-        format!(
-            "Finished {fin} + {over}; request {} B in {} record(s), each + {over}",
-            p.request_bytes,
-            req.len()
-        ),
-        SRC_APP,
-        recs,
-        Acks::PerTwo,
+        "TLS Finished",
+        format!("Finished {fin} + {over}"),
+        SRC_FIN13,
+        vec![(content_type::APPLICATION_DATA, fin + over)],
     );
-    let response = p.response_header_bytes + p.response_body_bytes;
-    let resp = split_records(response, over);
-    let close = ALERT_BODY + over;
-    let mut burst = 0;
+    let req = split_records(p.request_bytes, over);
+    s.write(
+        Side::Client,
+        "request",
+        format!("{} B in {} record(s), each + {over}", p.request_bytes, req.len()),
+        SRC_APP,
+        typed(content_type::APPLICATION_DATA, req),
+    );
     if p.tickets > 0 {
         let nst = HANDSHAKE_HEADER + 4 + 4 + 1 + 32 + 2 + u64::from(p.ticket_bytes) + 2;
-        let plain = nst * u64::from(p.tickets);
-        let recs = split_records(plain, over);
-        burst += recs.len() as u64;
-        b.records(
+        let recs = split_records(nst * u64::from(p.tickets), over);
+        s.write(
             Side::Server,
             "TLS NewSessionTicket",
             format!(
-                "{} × NewSessionTicket {nst} (lifetime 4, age_add 4, nonce 1+32, ticket 2+{}, extensions 2), \
-                 {} record(s) + {over}",
+                "{} × NewSessionTicket {nst} (lifetime 4, age_add 4, nonce 1+32, ticket 2+{}, extensions 2) \
+                 in {} record(s) + {over}",
                 p.tickets,
                 p.ticket_bytes,
                 recs.len()
             ),
             SRC_NST,
             typed(content_type::APPLICATION_DATA, recs),
-            Acks::None,
         );
-        // The tickets are unacknowledged (the client delays its ACK), so Nagle holds the response
-        // and the close_notify until the server's FIN pushes them out together.
-        let mut recs = typed(content_type::APPLICATION_DATA, resp.clone());
-        recs.push((content_type::APPLICATION_DATA, close));
-        let before = b.parts.len();
-        b.records(
-            Side::Server,
-            "response + close_notify + FIN (server)",
-            format!(
-                "header {} + body {} = {response} B in {} record(s), each + {over}; close_notify {close}; FIN",
-                p.response_header_bytes,
-                p.response_body_bytes,
-                resp.len()
-            ),
-            SRC_APP,
-            recs,
-            Acks::None,
-        );
-        burst += b.parts[before].packets;
-    } else {
-        // Nothing unacknowledged: the response leaves at once; the close_notify waits (Nagle)
-        // and goes with the FIN.
-        let before = b.parts.len();
-        b.records(
-            Side::Server,
-            "response",
-            format!(
-                "header {} + body {} = {response} B in {} record(s), each + {over}",
-                p.response_header_bytes,
-                p.response_body_bytes,
-                resp.len()
-            ),
-            SRC_APP,
-            typed(content_type::APPLICATION_DATA, resp),
-            Acks::None,
-        );
-        burst += b.parts[before].packets;
-        b.records(
-            Side::Server,
-            "close_notify + FIN (server)",
-            format!("alert 2 + {over}; FIN on the same segment"),
-            SRC_CLOSE,
-            vec![(content_type::APPLICATION_DATA, close)],
-            Acks::None,
-        );
-        burst += 1;
     }
-    b.acks(Side::Client, "the response and the server's close", burst.div_ceil(2));
-    client_close(b, content_type::APPLICATION_DATA, close);
+    response_and_close(p, s, over, content_type::APPLICATION_DATA, SRC_APP);
 }
 
-/// The client's close: its close_notify (sent at once) and a bare FIN, acknowledged together.
-fn client_close(b: &mut Builder, ty: u8, close: u64) {
-    b.records(
-        Side::Client,
-        "close_notify (client)",
-        format!("alert 2 + {}", close - ALERT_BODY),
-        SRC_CLOSE,
-        vec![(ty, close)],
-        Acks::None,
+/// The response, the server's close_notify and FIN, and the client's close.
+fn response_and_close(p: &CalcParams, s: &mut Script, over: u64, alert_type: u8, source: &'static str) {
+    let response = p.response_header_bytes + p.response_body_bytes;
+    let resp = split_records(response, over);
+    s.write(
+        Side::Server,
+        "response",
+        format!(
+            "header {} + body {} = {response} B in {} record(s), each + {over}",
+            p.response_header_bytes,
+            p.response_body_bytes,
+            resp.len()
+        ),
+        source,
+        typed(content_type::APPLICATION_DATA, resp),
     );
-    b.segments(Side::Client, "FIN (client)", "bare FIN segment".into(), SRC_CLOSE, 0, 1);
-    b.acks(Side::Server, "the client's close_notify and FIN", 1);
+    let close = ALERT_BODY + over;
+    let detail = format!("alert 2 + {over}");
+    s.write(Side::Server, "close_notify", detail.clone(), SRC_CLOSE, vec![(alert_type, close)]);
+    s.close(Side::Server);
+    if p.client_close_notify {
+        s.write(Side::Client, "close_notify", detail, SRC_CLOSE, vec![(alert_type, close)]);
+    }
+    s.close(Side::Client);
 }
 
-/// TLS 1.2 (ECDHE with AEAD) after the ClientHello: see docs/wire-bytes.md.
-fn tls12(b: &mut Builder) {
-    let p = b.p;
+/// TLS 1.2 (ECDHE with an AEAD) after the ClientHello, as rustls writes it.
+fn tls12(p: &CalcParams, s: &mut Script) {
     let over = p.cipher.record_overhead(TlsVersion::Tls12);
     let (_, share) = p.key_exchange.share_bytes();
     // ServerHello: version 2, random 32, session id 1+32, suite 2, compression 1, extensions 2 +
@@ -738,7 +831,7 @@ fn tls12(b: &mut Builder) {
     let shd = HANDSHAKE_HEADER;
     let flight = sh + cert + ske + shd;
     let recs = split_records(flight, RECORD_HEADER);
-    b.records(
+    s.write(
         Side::Server,
         "TLS ServerHello+Certificate+ServerKeyExchange+ServerHelloDone",
         format!(
@@ -751,85 +844,43 @@ fn tls12(b: &mut Builder) {
         ),
         SRC_FLIGHT12,
         typed(content_type::HANDSHAKE, recs),
-        Acks::PerTwo,
     );
     let cke = RECORD_HEADER + HANDSHAKE_HEADER + 1 + share;
-    b.records(
+    s.write(
         Side::Client,
         "TLS ClientKeyExchange",
         format!("record 5 + handshake 4 + point 1+{share}"),
         SRC_CKE,
         vec![(content_type::HANDSHAKE, cke)],
-        Acks::PerTwo,
     );
     let ccs = RECORD_HEADER + CCS_BODY;
     // Finished is encrypted: verify_data 12 in a handshake message, sealed.
     let fin = HANDSHAKE_HEADER + TLS12_VERIFY_DATA + over;
-    b.records(
-        Side::Client,
-        "TLS ChangeCipherSpec+Finished (client)",
-        format!("ChangeCipherSpec 6; Finished 16 + {over} (held by Nagle behind the ClientKeyExchange)"),
-        SRC_FIN12,
-        vec![(content_type::CHANGE_CIPHER_SPEC, ccs), (content_type::HANDSHAKE, fin)],
-        Acks::PerTwo,
-    );
-    b.records(
-        Side::Server,
-        "TLS ChangeCipherSpec (server)",
-        "record 5 + 1".into(),
-        SRC_FIN12,
-        vec![(content_type::CHANGE_CIPHER_SPEC, ccs)],
-        Acks::PerTwo,
-    );
-    b.records(
-        Side::Server,
-        "TLS Finished (server)",
-        format!("Finished 16 + {over}"),
-        SRC_FIN12,
-        vec![(content_type::HANDSHAKE, fin)],
-        Acks::PerTwo,
-    );
+    for side in [Side::Client, Side::Server] {
+        s.write(
+            side,
+            "TLS ChangeCipherSpec",
+            "record 5 + 1".into(),
+            SRC_FIN12,
+            vec![(content_type::CHANGE_CIPHER_SPEC, ccs)],
+        );
+        s.write(
+            side,
+            "TLS Finished",
+            format!("Finished 16 + {over}"),
+            SRC_FIN12,
+            vec![(content_type::HANDSHAKE, fin)],
+        );
+    }
     let req = split_records(p.request_bytes, over);
-    b.records(
+    s.write(
         Side::Client,
         "request",
-        format!(
-            "{} B in {} record(s), each + {over}; acknowledged by the response",
-            p.request_bytes,
-            req.len()
-        ),
+        format!("{} B in {} record(s), each + {over}", p.request_bytes, req.len()),
         SRC_APP12,
         typed(content_type::APPLICATION_DATA, req),
-        Acks::None,
     );
-    let response = p.response_header_bytes + p.response_body_bytes;
-    let resp = split_records(response, over);
-    let before = b.parts.len();
-    b.records(
-        Side::Server,
-        "response",
-        format!(
-            "header {} + body {} = {response} B in {} record(s), each + {over}",
-            p.response_header_bytes,
-            p.response_body_bytes,
-            resp.len()
-        ),
-        SRC_APP12,
-        typed(content_type::APPLICATION_DATA, resp),
-        Acks::None,
-    );
-    let burst = b.parts[before].packets + 1;
-    let close = ALERT_BODY + over;
-    b.records(
-        Side::Server,
-        "close_notify + FIN (server)",
-        format!("alert 2 + {over}; FIN on the same segment"),
-        SRC_CLOSE,
-        vec![(content_type::ALERT, close)],
-        Acks::None,
-    );
-    b.acks(Side::Client, "the response and the server's close", burst.div_ceil(2));
-    client_close(b, content_type::ALERT, close);
+    response_and_close(p, s, over, content_type::ALERT, SRC_APP12);
 }
 
 /// Relative difference of a measurement from a prediction: (measured − predicted) / predicted.
@@ -841,8 +892,12 @@ pub fn relative_error(measured: u64, predicted: u64) -> f64 {
 mod tests {
     use super::*;
 
+    /// The test client of the first measurements: rustls without TCP_NODELAY, sending its own
+    /// close_notify.
     fn params(tls: TlsVersion) -> CalcParams {
         CalcParams {
+            client_nodelay: false,
+            client_close_notify: true,
             request_bytes: 30,
             response_body_bytes: 100,
             tls,
@@ -890,10 +945,13 @@ mod tests {
         let mut p = params(TlsVersion::Tls13);
         p.response_body_bytes = 1 << 20;
         let pr = predict(&p).unwrap();
-        let resp = pr.parts.iter().find(|x| x.name.starts_with("response")).unwrap();
-        // 1 MiB + 15 header bytes: 64 full records and one of 15 bytes, plus close_notify.
-        assert_eq!(resp.records.len(), 64 + 1 + 1);
-        assert_eq!(resp.tcp_payload_bytes, (1 << 20) + 15 + 65 * 22 + 24);
+        // 1 MiB + 15 header bytes: 64 full records and one of 15 bytes; with the encrypted
+        // flight, the tickets and the close_notify, 68 application_data records.
+        let app = pr.to_client.tls.application_data;
+        assert_eq!(app.records, 1 + 1 + 65 + 1);
+        let flight = 588 - 412 + 354 - 71 + 72;
+        assert_eq!(app.bytes, flight + 184 + (1 << 20) + 15 + 65 * 22 + 24);
+        let resp = pr.parts.iter().find(|x| x.name == "response").unwrap();
         assert_eq!(resp.packets, resp.tcp_payload_bytes.div_ceil(65483));
     }
 

@@ -3,7 +3,7 @@
 use std::{fmt::Write as _, path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 
 use super::{
     calc::{self, CalcParams, Cipher, ClientOffers, KeyExchange, Prediction, Side, TlsVersion},
@@ -91,6 +91,15 @@ pub struct CalcArgs {
     /// Bytes of each session ticket
     #[arg(long, default_value_t = 32)]
     pub ticket_bytes: u32,
+    /// TCP_NODELAY on the client's socket (geminst load sets it)
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
+    pub client_nodelay: bool,
+    /// TCP_NODELAY on the server's socket
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set)]
+    pub server_nodelay: bool,
+    /// The client sends its own close_notify before closing (geminst load does not)
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set)]
+    pub client_close_notify: bool,
     /// Print the prediction as JSON
     #[arg(long)]
     pub json: bool,
@@ -144,6 +153,9 @@ impl CalcArgs {
             tickets: self.tickets,
             ticket_bytes: self.ticket_bytes,
             cert,
+            client_nodelay: self.client_nodelay,
+            server_nodelay: self.server_nodelay,
+            client_close_notify: self.client_close_notify,
         })
     }
 }
@@ -160,6 +172,10 @@ pub fn calc_command(args: CalcArgs) -> Result<ExitCode> {
         print!("{}", report(&prediction));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
 }
 
 /// The human-readable report: the setting, every part, the totals.
@@ -194,7 +210,11 @@ pub fn report(pr: &Prediction) -> String {
     );
     let _ = writeln!(
         s,
-        "model: rustls 0.23 client and server on Linux, no TCP_NODELAY (see docs/wire-bytes.md)\n"
+        "model: rustls 0.23 on Linux; client TCP_NODELAY {}, server TCP_NODELAY {}, client close_notify {} \
+         (see docs/wire-bytes.md)\n",
+        on_off(p.client_nodelay),
+        on_off(p.server_nodelay),
+        on_off(p.client_close_notify)
     );
     let _ = writeln!(
         s,
@@ -251,6 +271,13 @@ pub fn report(pr: &Prediction) -> String {
         both(|d| d.pure_acks),
         both(|d| d.tls.records())
     );
+    if pr.delayed_ack_stalls > 0 {
+        let _ = writeln!(
+            s,
+            "\ndelayed-ACK stalls: {} (Nagle holds a small write behind an ACK the peer delays): at least {} ms",
+            pr.delayed_ack_stalls, pr.delayed_ack_stall_ms
+        );
+    }
     let app = p.request_bytes + p.response_header_bytes + p.response_body_bytes;
     let _ = writeln!(
         s,

@@ -36,6 +36,8 @@ pub struct DirWire {
     pub retransmitted_payload_bytes: u64,
     /// Segments that repeat sequence space already seen (SYN, payload or FIN).
     pub retransmitted_packets: u64,
+    /// Frame bytes of those segments (whole frames, even when part of one was new).
+    pub retransmitted_frame_bytes: u64,
     /// Segments with no payload and no SYN, FIN or RST: pure ACKs and window updates.
     pub pure_acks: u64,
     /// Whether this direction sent a SYN, a FIN, an RST.
@@ -237,7 +239,10 @@ impl ConnTable {
         if !rst || s.payload_len > 0 {
             let o = stream.segment(s.seq, syn, fin, s.payload_len, s.payload);
             dir.retransmitted_payload_bytes += o.retransmitted_bytes;
-            dir.retransmitted_packets += u64::from(o.retransmission);
+            if o.retransmission {
+                dir.retransmitted_packets += 1;
+                dir.retransmitted_frame_bytes += u64::from(frame_len);
+            }
         }
     }
 
@@ -286,6 +291,7 @@ mod tests {
         let up = &c.to_server;
         assert_eq!((up.packets, up.tcp_payload_bytes, up.retransmitted_payload_bytes), (5, 16, 8));
         assert_eq!((up.retransmitted_packets, up.pure_acks), (1, 1));
+        assert_eq!(up.retransmitted_frame_bytes, 14 + 20 + 32 + 8);
         assert_eq!(up.tcp_header_bytes, 5 * 32);
         assert_eq!(up.frame_bytes, 5 * (14 + 20 + 32) + 16);
         assert_eq!(up.link_bytes(), 5 * 14);

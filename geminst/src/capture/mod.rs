@@ -13,6 +13,7 @@ mod connection;
 pub mod packet;
 mod sniffer;
 mod stream;
+mod tcp_model;
 pub mod tls_records;
 
 pub use calc_args::{CalcArgs, calc_command};

@@ -210,6 +210,8 @@ async fn serve_one(
 pub enum Ending {
     /// Read to close_notify, send its own close_notify, close.
     Graceful,
+    /// Read to close_notify and close without sending one (as geminst load does).
+    Drop,
     /// After this many response bytes, reset the connection (SO_LINGER 0, close: an RST).
     ResetAfter(u64),
 }
@@ -218,6 +220,10 @@ pub enum Ending {
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub local: SocketAddr,
+    /// CLOCK_MONOTONIC before the connect and after the close: the connection's first and last
+    /// packets lie between (the 4-tuple alone may be reused by a later connection).
+    pub start_ns: u64,
+    pub end_ns: u64,
     /// Response bytes (header and body) the client read.
     pub response_len: u64,
     /// Bytes the client wrote to and read from TCP (TLS records).
@@ -275,8 +281,15 @@ pub fn request(n: usize) -> Vec<u8> {
     r
 }
 
-/// Fetches from the test server on 127.0.0.1:`port` with a request of `request_bytes`.
-pub async fn fetch(port: u16, tls: Tls, request_bytes: usize, ending: Ending) -> std::io::Result<Fetched> {
+/// Fetches from the test server on 127.0.0.1:`port` with a request of `request_bytes`;
+/// `nodelay` sets TCP_NODELAY on the client's socket.
+pub async fn fetch(
+    port: u16,
+    tls: Tls,
+    request_bytes: usize,
+    ending: Ending,
+    nodelay: bool,
+) -> std::io::Result<Fetched> {
     let provider = provider();
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[tls.version()])
@@ -287,6 +300,7 @@ pub async fn fetch(port: u16, tls: Tls, request_bytes: usize, ending: Ending) ->
     // Every connection makes a full handshake, as a first visit does.
     config.resumption = rustls::client::Resumption::disabled();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let start_ns = geminst::clock::monotonic_ns();
     let socket = tokio::net::TcpSocket::new_v4()?;
     if let Ending::ResetAfter(_) = ending {
         // A small receive window, so the server cannot have sent the whole response by the time
@@ -294,6 +308,7 @@ pub async fn fetch(port: u16, tls: Tls, request_bytes: usize, ending: Ending) ->
         socket.set_recv_buffer_size(32 * 1024)?;
     }
     let tcp = socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    tcp.set_nodelay(nodelay)?;
     let local = tcp.local_addr()?;
     let fd = tcp.as_raw_fd();
     let read = Arc::new(AtomicU64::new(0));
@@ -336,6 +351,8 @@ pub async fn fetch(port: u16, tls: Tls, request_bytes: usize, ending: Ending) ->
             drop(tls_stream);
             return Ok(Fetched {
                 local,
+                start_ns,
+                end_ns: geminst::clock::monotonic_ns(),
                 response_len,
                 tcp_written: written.load(Ordering::SeqCst),
                 tcp_read: read.load(Ordering::SeqCst),
@@ -343,11 +360,15 @@ pub async fn fetch(port: u16, tls: Tls, request_bytes: usize, ending: Ending) ->
             });
         }
     }
-    // Our close_notify, then FIN.
-    let _ = timeout(limit, tls_stream.shutdown()).await;
+    if ending == Ending::Graceful {
+        // Our close_notify, then FIN.
+        let _ = timeout(limit, tls_stream.shutdown()).await;
+    }
     drop(tls_stream);
     Ok(Fetched {
         local,
+        start_ns,
+        end_ns: geminst::clock::monotonic_ns(),
         response_len,
         tcp_written: written.load(Ordering::SeqCst),
         tcp_read: read.load(Ordering::SeqCst),
