@@ -243,6 +243,43 @@ fn root_capture_matches_tcpdump_and_both_ends() {
         // The first and last packets bracket the fetch, on CLOCK_MONOTONIC.
         assert!(c.first_ns < c.last_ns && c.last_ns <= s.stop_ns && c.first_ns >= s.start_ns, "{c:#?}");
     }
+    // The data-set columns, read back by pyarrow, carry tcpdump's counts.
+    let pq = dir.join("connections.parquet");
+    geminst::capture::connections_table(&out.connections).write(&pq).unwrap();
+    let read = util::python(
+        "import json, sys, pyarrow.parquet as pq\n\
+         t = pq.read_table(sys.argv[1])\n\
+         print(json.dumps({'names': t.column_names, 'rows': t.to_pylist()}))",
+        &[pq.to_str().unwrap()],
+    );
+    let v: serde_json::Value = serde_json::from_str(&read).unwrap();
+    let names: Vec<&str> = v["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    assert_eq!(
+        names[4..],
+        geminst::capture::wire_column_names().iter().map(|s| s.as_str()).collect::<Vec<_>>()[..]
+    );
+    let flows = tcpdump::flows(&file);
+    for row in v["rows"].as_array().unwrap() {
+        let addr = |ip: &str, port: &str| -> SocketAddr {
+            format!("{}:{}", row[ip].as_str().unwrap(), row[port].as_u64().unwrap()).parse().unwrap()
+        };
+        let (server, client) = (addr("server_ip", "server_port"), addr("client_ip", "client_port"));
+        let n = |col: &str| row[col].as_u64().unwrap();
+        let down = flows[&tcpdump::key(server, client)];
+        let up = flows[&tcpdump::key(client, server)];
+        assert_eq!((n("wire_s2c_packets"), n("wire_s2c_frame_bytes")), (down.packets, down.frame_bytes));
+        assert_eq!(
+            (n("wire_c2s_packets"), n("wire_c2s_tcp_payload_bytes")),
+            (up.packets, up.tcp_payload_bytes)
+        );
+        assert_eq!(n("wire_c2s_fin"), 1);
+        let tls: u64 = ["handshake", "change_cipher_spec", "alert", "application_data"]
+            .iter()
+            .map(|t| n(&format!("wire_s2c_tls_{t}_bytes")))
+            .sum();
+        assert_eq!(tls, n("wire_s2c_unique_payload_bytes"));
+    }
+
     for (local, start, end, response, records) in &openssl {
         let c = conn_for(&out, *local, *start, *end);
         assert_eq!(*response, 5000 + gemini::RESPONSE_HEADER.len() as u64);

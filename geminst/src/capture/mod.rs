@@ -9,6 +9,7 @@
 pub mod calc;
 mod calc_args;
 pub mod certs;
+mod columns;
 mod connection;
 pub mod packet;
 mod sniffer;
@@ -17,6 +18,7 @@ mod tcp_model;
 pub mod tls_records;
 
 pub use calc_args::{CalcArgs, calc_command};
+pub use columns::{add_wire_columns, connections_table, wire_column_names};
 pub use connection::{ConnWire, DirWire, Skipped};
 pub use sniffer::{Capture, CaptureConfig, CaptureOutput, CaptureStats, WireTotals, count_file};
 pub use tls_records::{RecordTally, TlsCounts, TlsRecordParser};

@@ -36,12 +36,31 @@ impl RangeSet {
         self.0.iter().map(|&(a, b)| b.min(end).saturating_sub(a.max(start))).sum()
     }
 
-    /// Adds `[start, end)`; returns the sub-ranges that were not in the set before.
-    fn insert(&mut self, start: u64, end: u64) -> Vec<(u64, u64)> {
+    /// Adds `[start, end)`, calling `new` for each sub-range that was not in the set before.
+    fn insert(&mut self, start: u64, end: u64, mut new: impl FnMut(u64, u64)) {
         if start >= end {
-            return Vec::new();
+            return;
         }
-        let mut new = Vec::new();
+        // The common case, in-order data: the range starts at or after everything seen. No
+        // allocation.
+        match self.0.last_mut() {
+            None => {
+                new(start, end);
+                self.0.push((start, end));
+                return;
+            }
+            Some(last) if last.1 <= start => {
+                new(start, end);
+                if last.1 == start {
+                    last.1 = end;
+                } else {
+                    self.0.push((start, end));
+                    self.bound();
+                }
+                return;
+            }
+            _ => {}
+        }
         let mut at = start;
         for &(a, b) in &self.0 {
             if b <= at {
@@ -51,7 +70,7 @@ impl RangeSet {
                 break;
             }
             if a > at {
-                new.push((at, a));
+                new(at, a);
             }
             at = at.max(b);
             if at >= end {
@@ -59,7 +78,7 @@ impl RangeSet {
             }
         }
         if at < end {
-            new.push((at, end));
+            new(at, end);
         }
         // Merge [start, end) into the set.
         let mut merged = Vec::with_capacity(self.0.len() + 1);
@@ -82,13 +101,17 @@ impl RangeSet {
         if !placed {
             merged.push((s, e));
         }
-        if merged.len() > MAX_RANGES {
-            let (a, _) = merged[0];
-            let (_, d) = merged.remove(1);
-            merged[0] = (a, d);
-        }
         self.0 = merged;
-        new
+        self.bound();
+    }
+
+    /// Keeps at most `MAX_RANGES` ranges by merging the two lowest.
+    fn bound(&mut self) {
+        if self.0.len() > MAX_RANGES {
+            let (a, _) = self.0[0];
+            let (_, d) = self.0.remove(1);
+            self.0[0] = (a, d);
+        }
     }
 }
 
@@ -146,7 +169,17 @@ impl Stream {
         let end = data_end + u64::from(fin);
         let retransmitted_bytes = self.seen.overlap(data_start, data_end);
         let retransmission = self.seen.overlap(start, end) > 0;
-        let new = self.seen.insert(start, end);
+        let mut pieces = [(0u64, 0u64); 4];
+        let mut n = 0;
+        let mut more = Vec::new();
+        self.seen.insert(start, end, |a, b| {
+            if n < pieces.len() {
+                pieces[n] = (a, b);
+                n += 1;
+            } else {
+                more.push((a, b));
+            }
+        });
         self.high = self.high.max(end);
         if syn && self.next.is_none() {
             self.next = Some(data_start);
@@ -156,7 +189,7 @@ impl Stream {
                 // The capture began after the handshake: parse from the first payload seen.
                 self.next = Some(data_start);
             }
-            for (a, b) in new {
+            for (a, b) in pieces[..n].iter().copied().chain(more) {
                 let (a, b) = (a.max(data_start), b.min(data_end));
                 if a < b {
                     self.deliver(a, b, data_start, payload);
@@ -342,12 +375,28 @@ mod tests {
     #[test]
     fn range_set_reports_new_pieces() {
         let mut r = RangeSet::default();
-        assert_eq!(r.insert(10, 20), vec![(10, 20)]);
-        assert_eq!(r.insert(30, 40), vec![(30, 40)]);
-        assert_eq!(r.insert(5, 45), vec![(5, 10), (20, 30), (40, 45)]);
+        let mut insert = |a, b| {
+            let mut v = Vec::new();
+            r.insert(a, b, |x, y| v.push((x, y)));
+            v
+        };
+        assert_eq!(insert(10, 20), vec![(10, 20)]);
+        assert_eq!(insert(20, 25), vec![(20, 25)]);
+        assert_eq!(insert(30, 40), vec![(30, 40)]);
+        assert_eq!(insert(5, 45), vec![(5, 10), (25, 30), (40, 45)]);
+        assert!(insert(6, 7).is_empty());
         assert_eq!(r.0, vec![(5, 45)]);
         assert_eq!(r.overlap(0, 100), 40);
-        assert!(r.insert(6, 7).is_empty());
+    }
+
+    #[test]
+    fn range_set_stays_bounded() {
+        let mut r = RangeSet::default();
+        for i in 0..1000u64 {
+            r.insert(i * 10, i * 10 + 5, |_, _| {});
+        }
+        assert!(r.0.len() <= MAX_RANGES);
+        assert_eq!(r.0.last(), Some(&(9990, 9995)));
     }
 
     /// Random segments (random order, duplicates, wraps): the parser sees every unique byte once,
