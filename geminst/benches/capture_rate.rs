@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use geminst::capture::{Capture, CaptureConfig};
+use geminst::capture::{Capture, CaptureConfig, DEFAULT_BUFFER_BYTES};
 
 /// Traffic for one run: given the stop flag, a counter of units done, and a pace (units per
 /// second, or flat out).
@@ -55,9 +55,12 @@ impl Run {
     }
 }
 
-/// Runs `traffic(stop, units, pace)` for `RUN` under a capture of `port`.
-fn measure(port: u16, target: Option<f64>, traffic: &Traffic) -> Run {
-    let cap = Capture::start(CaptureConfig::new("lo", Some(port))).expect("capture on lo (run as root)");
+/// Runs `traffic(stop, units, pace)` for `RUN` under a capture of `port` with a ring of
+/// `buffer_bytes`.
+fn measure(port: u16, target: Option<f64>, buffer_bytes: u32, traffic: &Traffic) -> Run {
+    let mut config = CaptureConfig::new("lo", Some(port));
+    config.buffer_bytes = buffer_bytes;
+    let cap = Capture::start(config).expect("capture on lo (run as root)");
     let stop = AtomicBool::new(false);
     let units = AtomicU64::new(0);
     let t0 = Instant::now();
@@ -215,13 +218,13 @@ fn report(name: &str, unit: &str, runs: &[Run]) {
 }
 
 /// Runs a kind of traffic flat out, then halves the pace until a run has no drops.
-fn search(name: &str, unit: &str, make: impl Fn(u16) -> Box<Traffic>) {
+fn search(name: &str, unit: &str, buffer_bytes: u32, make: impl Fn(u16) -> Box<Traffic>) {
     let mut runs = Vec::new();
     let mut target = None;
     for _ in 0..MAX_STEPS {
         let port = util::free_port();
         let traffic = make(port);
-        let run = measure(port, target, &*traffic);
+        let run = measure(port, target, buffer_bytes, &*traffic);
         let done = run.units as f64 / run.seconds;
         let dropped = run.dropped;
         runs.push(run);
@@ -242,11 +245,13 @@ fn main() {
         println!("capture_rate: skipped, capturing needs root");
         return;
     }
-    search("bulk: one connection, 64 KiB writes", "writes", |p| Box::new(bulk(p)));
-    search("small connections: 100 B request, 1000 B response, close", "conns", |p| {
+    let ring = DEFAULT_BUFFER_BYTES;
+    search("bulk: one connection, 64 KiB writes (64 MiB ring)", "writes", ring, |p| Box::new(bulk(p)));
+    search("bulk: one connection, 64 KiB writes (256 MiB ring)", "writes", 4 * ring, |p| Box::new(bulk(p)));
+    search("small connections: 100 B request, 1000 B response, close", "conns", ring, |p| {
         Box::new(small_connections(p))
     });
-    search("gemini: TLS 1.3 handshake, 100 B request, 1015 B response (rustls)", "requests", |p| {
+    search("gemini: TLS 1.3 handshake, 100 B request, 1015 B response (rustls)", "requests", ring, |p| {
         Box::new(gemini_requests(p))
     });
 }

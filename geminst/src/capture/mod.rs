@@ -20,5 +20,8 @@ pub mod tls_records;
 pub use calc_args::{CalcArgs, calc_command};
 pub use columns::{add_wire_columns, connections_table, wire_column_names};
 pub use connection::{ConnWire, DirWire, Skipped};
-pub use sniffer::{Capture, CaptureConfig, CaptureOutput, CaptureStats, WireTotals, count_file};
+pub use sniffer::{
+    Capture, CaptureConfig, CaptureOutput, CaptureStats, DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN, WireTotals,
+    count_file,
+};
 pub use tls_records::{RecordTally, TlsCounts, TlsRecordParser};

@@ -184,6 +184,7 @@ impl Capture {
                     .open()
             })
             .map_err(|e| {
+                // SAFETY: geteuid has no preconditions.
                 let hint = if unsafe { libc::geteuid() } != 0 { " (capturing needs root)" } else { "" };
                 anyhow!("opening capture on {iface}: {e}{hint}")
             })?;
