@@ -1,13 +1,27 @@
-//! Packet capture per connection and `geminst calc`. (Being built; see issue 6.)
+//! Wire bytes: a libpcap capture that counts, per TCP connection and direction, frames, IP and TCP
+//! header bytes, payload, retransmissions and the TLS record layer; and `geminst calc`, which
+//! predicts the same quantities from the protocol specifications. See docs/wire-bytes.md.
+//!
+//! The public face: [`Capture`] (start on an interface, stop to get [`CaptureOutput`]),
+//! [`count_file`] for a pcap file, [`TlsRecordParser`] for one direction's record stream, and
+//! [`calc::predict`] for a prediction.
 
-use std::process::ExitCode;
+pub mod calc;
+mod calc_args;
+pub mod certs;
+mod columns;
+mod connection;
+pub mod packet;
+mod sniffer;
+mod stream;
+mod tcp_model;
+pub mod tls_records;
 
-use anyhow::Result;
-use clap::Args;
-
-#[derive(Debug, Clone, Args)]
-pub struct CalcArgs {}
-
-pub fn calc_command(_args: CalcArgs) -> Result<ExitCode> {
-    anyhow::bail!("geminst calc is not built yet")
-}
+pub use calc_args::{CalcArgs, calc_command};
+pub use columns::{add_wire_columns, connections_table, wire_column_names};
+pub use connection::{ConnWire, DirWire, Skipped};
+pub use sniffer::{
+    Capture, CaptureConfig, CaptureOutput, CaptureStats, DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN, WireTotals,
+    count_file,
+};
+pub use tls_records::{RecordTally, TlsCounts, TlsRecordParser};
