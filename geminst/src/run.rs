@@ -52,6 +52,15 @@ pub struct RunArgs {
     /// Turn on the kernel's BPF statistics and report each program's cost per event
     #[arg(long)]
     pub bpf_stats: bool,
+    /// Interface the load reaches the server on, for the packet capture
+    #[arg(long, value_name = "IFACE", default_value = "lo")]
+    pub iface: String,
+    /// Do not capture packets (no wire columns)
+    #[arg(long)]
+    pub no_capture: bool,
+    /// Also write the captured packets to this pcap file (for Wireshark)
+    #[arg(long, value_name = "FILE")]
+    pub write_pcap: Option<PathBuf>,
     #[command(flatten)]
     pub power: PowerArgs,
 }
@@ -179,6 +188,7 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
         bpf_stats: args.bpf_stats,
         interval: Duration::from_millis(args.interval),
         power: args.power.clone(),
+        capture: (!args.no_capture).then(|| (args.iface.clone(), args.write_pcap.clone())),
     })?;
     let planned =
         plan.planned_duration().map_or("until stopped".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
@@ -232,7 +242,11 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
             "exit": server_exit.map(|s| s.to_string()),
         }),
     )?;
-    let recon = trace::write_output(&dir, &mut info, &mut output, reason, None, Some(&server.log))?;
+    // The server keeps its generated certificate in its state folder; the predictions size the
+    // handshake with it.
+    let cert_file = dir.join("server-state").join("cert.pem");
+    let cert = trace::server_cert(cert_file.is_file().then_some(cert_file.as_path()))?;
+    let recon = trace::write_output(&dir, &mut info, &mut output, reason, None, Some(&server.log), &cert)?;
     info.write(&dir)?;
     print_summary(&dir, &output, &report, recon.as_ref(), &info);
     Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILURE) })

@@ -2,9 +2,8 @@
 //! a connection carries exactly one request, so a connection's costs are its request's costs.
 //! Columns in docs/schema.md.
 
-use std::{collections::HashMap, net::SocketAddr, path::Path};
+use std::{collections::HashMap, net::SocketAddr};
 
-use anyhow::Result;
 use serde::Serialize;
 
 use super::{
@@ -149,12 +148,6 @@ pub fn columns(t: &mut Table, rows: &[Joined]) {
         .opt_u64("established_ns", rows.iter().map(|j| j.conn.and_then(|c| c.established_ns)))
         .opt_u64("closed_ns", rows.iter().map(|j| j.conn.and_then(|c| c.closed_ns)))
         .opt_f64("energy_j", rows.iter().map(|j| j.conn.map(|c| c.energy_j)));
-}
-
-pub fn write(dir: &Path, rows: &[Joined]) -> Result<()> {
-    let mut t = Table::new();
-    columns(&mut t, rows);
-    t.write(&dir.join(FILE))
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct TimeRow {
     pub power_w: f64,
     /// The traced processes' share: machine energy × their CPU time / the machine's busy time.
     pub energy_j: f64,
+    /// Frames the packet capture counted on the server port, and their bytes (None: no capture).
+    pub wire_packets: Option<u64>,
+    pub wire_frame_bytes: Option<u64>,
 }
 
 pub const FILE: &str = "timeseries.parquet";
@@ -54,6 +57,8 @@ pub fn write(dir: &Path, rows: &[TimeRow]) -> Result<()> {
         .u64("machine_busy_cpu_ns", rows.iter().map(|r| r.machine_busy_cpu_ns))
         .f64("machine_energy_j", rows.iter().map(|r| r.machine_energy_j))
         .f64("power_w", rows.iter().map(|r| r.power_w))
-        .f64("energy_j", rows.iter().map(|r| r.energy_j));
+        .f64("energy_j", rows.iter().map(|r| r.energy_j))
+        .opt_u64("wire_packets", rows.iter().map(|r| r.wire_packets))
+        .opt_u64("wire_frame_bytes", rows.iter().map(|r| r.wire_frame_bytes));
     t.write(&dir.join(FILE))
 }

@@ -12,6 +12,7 @@ mod rows;
 mod summary;
 pub mod timeseries;
 pub mod tracefs;
+mod wire;
 
 use std::{
     collections::BTreeMap,
@@ -26,13 +27,14 @@ use geminst_common::{block::TOTAL_WRITEBACK_BYTES, sock::ConnStats};
 use serde::Serialize;
 
 use offsets::Offsets;
-pub use output::write as write_output;
+pub use output::{server_cert, write as write_output};
 use probes::Probes;
 pub use probes::ProgramStats;
 use procfs::Target;
 use timeseries::{Machine, Sampler, Totals};
 
 use crate::{
+    capture::{Capture, CaptureConfig, CaptureOutput},
     clock,
     dataset::{RunInfo, connections::ConnRow, threads::ThreadRow, timeseries::TimeRow},
     energy::{self, Meter, PowerArgs, Reading},
@@ -63,6 +65,19 @@ pub struct TraceArgs {
     /// The built-in server's request log: joined with the connections into requests.parquet
     #[arg(long, value_name = "FILE")]
     pub server_log: Option<PathBuf>,
+    /// Interface to capture the server port's packets on, for wire bytes (libpcap)
+    #[arg(long, value_name = "IFACE", default_value = "lo")]
+    pub iface: String,
+    /// Do not capture packets (no wire columns)
+    #[arg(long, conflicts_with_all = ["iface", "write_pcap"])]
+    pub no_capture: bool,
+    /// Also write the captured packets to this pcap file (for Wireshark)
+    #[arg(long, value_name = "FILE")]
+    pub write_pcap: Option<PathBuf>,
+    /// The server's certificate chain (PEM), to size the TLS handshake in the predicted bytes
+    /// (default: a typical self-signed ECDSA P-256 certificate)
+    #[arg(long, value_name = "FILE")]
+    pub server_cert: Option<PathBuf>,
     #[command(flatten)]
     pub power: PowerArgs,
 }
@@ -76,6 +91,9 @@ pub struct TraceConfig {
     pub bpf_stats: bool,
     pub interval: Duration,
     pub power: PowerArgs,
+    /// Packet capture on the server port: the interface and optional pcap file (the port is the
+    /// server port, so with several server ports the first is captured).
+    pub capture: Option<(String, Option<PathBuf>)>,
 }
 
 /// How a trace ended.
@@ -126,6 +144,10 @@ pub struct TraceOutput {
     pub energy: energy::Totals,
     /// The power source and model, for run.json.
     pub power: serde_json::Value,
+    /// What the packet capture saw, if there was one.
+    pub wire: Option<CaptureOutput>,
+    /// Why there was no capture, if one was asked for.
+    pub capture_problem: Option<String>,
 }
 
 /// A running trace of one or more processes.
@@ -140,6 +162,8 @@ pub struct Tracer {
     closed: Vec<ConnStats>,
     sampler: Sampler,
     meter: Meter,
+    capture: Option<Capture>,
+    capture_problem: Option<String>,
     last_reading: Reading,
     /// The machine's energy and busy CPU time so far: sums of the intervals'.
     machine: Machine,
@@ -193,6 +217,16 @@ impl Tracer {
         // Attach before listing threads: a thread created from here on is caught by task_newtask,
         // one created before is in /proc when it is listed.
         probes.attach()?;
+        // The capture starts with the programs: a connection's handshake is seen by both.
+        let (capture, capture_problem) = match (&cfg.capture, ports.first()) {
+            (None, _) => (None, None),
+            (Some(_), None) => (None, Some("no server port to capture (pass --port)".to_string())),
+            (Some((iface, pcap)), Some(&port)) => {
+                let mut c = CaptureConfig::new(iface.clone(), Some(port));
+                c.write_pcap = pcap.clone();
+                (Some(Capture::start(c)?), None)
+            }
+        };
         let start_ns = clock::monotonic_ns();
         let last_reading = meter.read(start_ns);
         for t in &targets {
@@ -217,6 +251,8 @@ impl Tracer {
             closed: Vec::new(),
             sampler: Sampler::new(start_ns, cfg.interval),
             meter,
+            capture,
+            capture_problem,
             last_reading,
             machine: Machine::default(),
         })
@@ -237,7 +273,8 @@ impl Tracer {
             let totals = self.totals(now)?;
             let rss = self.rss();
             let machine = self.machine(now);
-            self.sampler.sample(now, totals, rss, machine);
+            let wire = self.capture.as_ref().map(Capture::totals);
+            self.sampler.sample(now, totals, rss, machine, wire);
         }
         Ok(())
     }
@@ -331,7 +368,9 @@ impl Tracer {
         let totals = self.totals(end_ns)?;
         let rss = self.rss();
         let machine = self.machine(end_ns);
-        self.sampler.sample(end_ns, totals, rss, machine);
+        let wire_totals = self.capture.as_ref().map(Capture::totals);
+        self.sampler.sample(end_ns, totals, rss, machine, wire_totals);
+        let wire = self.capture.take().map(Capture::stop).transpose()?;
         let energy = energy::Totals::new(self.machine.energy_j, self.machine.busy_cpu_ns);
         let mut threads: Vec<ThreadRow> =
             self.probes.threads()?.iter().map(|s| rows::thread_row(s, end_ns, false)).collect();
@@ -371,6 +410,8 @@ impl Tracer {
             bpf_stats: self.bpf_stats,
             energy,
             power: self.meter.describe(),
+            wire,
+            capture_problem: self.capture_problem.clone(),
         })
     }
 }
@@ -382,6 +423,8 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
     {
         return crate::exit::bad_input(format!("--duration must be a positive number of seconds, not {d}"));
     }
+    // Input read before anything is measured, so a bad file loses nothing.
+    let cert = output::server_cert(args.server_cert.as_deref())?;
     let mut info = RunInfo::begin();
     let cfg = TraceConfig {
         pids: args.pids.clone(),
@@ -389,6 +432,7 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
         bpf_stats: args.bpf_stats,
         interval: Duration::from_millis(args.interval),
         power: args.power.clone(),
+        capture: (!args.no_capture).then(|| (args.iface.clone(), args.write_pcap.clone())),
     };
     let mut tracer = Tracer::start(&cfg)?;
     signals::install();
@@ -436,8 +480,15 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
     };
     progress.finish();
     let mut output = tracer.stop()?;
-    let recon =
-        output::write(&out, &mut info, &mut output, reason, args.duration, args.server_log.as_deref())?;
+    let recon = output::write(
+        &out,
+        &mut info,
+        &mut output,
+        reason,
+        args.duration,
+        args.server_log.as_deref(),
+        &cert,
+    )?;
     info.write(&out)?;
     summary::print(&output, reason, &out, recon.as_ref());
     Ok(ExitCode::SUCCESS)

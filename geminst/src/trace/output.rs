@@ -3,20 +3,54 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{ProgramStats, StopReason, TraceOutput};
-use crate::dataset::{
-    self, RunInfo,
-    requests::{self, Reconciliation},
-    serverlog,
+use super::{ProgramStats, StopReason, TraceOutput, wire};
+use crate::{
+    capture::{self, ConnWire, certs::CertChain},
+    dataset::{
+        self, RunInfo, Table,
+        connections::{self, ConnRow},
+        requests::{self, Reconciliation},
+        serverlog,
+    },
 };
+
+/// The server's certificate chain for the predictions: the given PEM file, or a typical one.
+pub fn server_cert(path: Option<&Path>) -> Result<CertChain> {
+    let Some(path) = path else { return Ok(CertChain::typical()) };
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading the server certificate {}", path.display()))?;
+    CertChain::from_pem(&pem).map_err(|e| crate::exit::BadInput(format!("{}: {e}", path.display())).into())
+}
+
+/// connections.parquet: every connection the tracer saw, with its captured wire columns, then the
+/// connections only the capture saw.
+fn write_connections(
+    dir: &Path,
+    conns: &[ConnRow],
+    wires: Option<&[ConnWire]>,
+) -> Result<Vec<Option<usize>>> {
+    let wires = wires.unwrap_or_default();
+    let matches = wire::match_conns(conns, wires);
+    let extra = wire::unmatched(&matches, wires.len());
+    let mut ebpf: Vec<Option<&ConnRow>> = conns.iter().map(Some).collect();
+    ebpf.extend(extra.iter().map(|_| None));
+    let mut wire_rows: Vec<Option<&ConnWire>> = matches.iter().map(|m| m.map(|i| &wires[i])).collect();
+    wire_rows.extend(extra.iter().map(|&i| Some(&wires[i])));
+    let mut t = Table::new();
+    connections::columns(&mut t, &ebpf);
+    capture::add_wire_columns(&mut t, &wire_rows);
+    t.write(&dir.join(connections::FILE))?;
+    Ok(matches)
+}
 
 /// Writes the Parquet files and fills `info` (the caller writes run.json, after adding its own
 /// sections). With the server's log, also requests.parquet and the time series' request counts;
 /// a log that cannot be read is reported in `info` and returned as the error, after everything
 /// else was written.
+#[allow(clippy::too_many_arguments)]
 pub fn write(
     dir: &Path,
     info: &mut RunInfo,
@@ -24,8 +58,11 @@ pub fn write(
     reason: StopReason,
     duration_s: Option<f64>,
     server_log: Option<&Path>,
+    cert: &CertChain,
 ) -> Result<Option<Reconciliation>> {
     describe(info, output, reason, duration_s)?;
+    let wires = output.wire.as_ref().map(|w| w.connections.as_slice());
+    let matches = write_connections(dir, &output.connections, wires)?;
     let log = server_log.map(|p| (p, serverlog::read(p)));
     let mut failure = None;
     let mut recon = None;
@@ -40,7 +77,22 @@ pub fn write(
             info.lost.insert("log.malformed_lines".into(), log.skipped.len() as u64);
             requests::fill_requests_done(&mut output.timeseries, &log.records);
             let (rows, r) = requests::join(&log.records, &output.connections);
-            requests::write(dir, &rows)?;
+            // Each request's captured connection: the one its traced connection matched.
+            let wire_of = |c: Option<&ConnRow>| -> Option<&ConnWire> {
+                let c = c?;
+                let i = output.connections.iter().position(|x| std::ptr::eq(x, c))?;
+                matches[i].map(|m| &wires.unwrap_or_default()[m])
+            };
+            let wire_rows: Vec<Option<&ConnWire>> = rows.iter().map(|j| wire_of(j.conn)).collect();
+            let predicted: Vec<_> =
+                rows.iter().zip(&wire_rows).map(|(j, w)| wire::predict(j.log, *w, cert)).collect();
+            let mut t = Table::new();
+            requests::columns(&mut t, &rows);
+            if output.wire.is_some() {
+                capture::add_wire_columns(&mut t, &wire_rows);
+            }
+            wire::add_predicted_columns(&mut t, &predicted);
+            t.write(&dir.join(requests::FILE))?;
             info.section("join", &r)?;
             recon = Some(r);
         }
@@ -54,7 +106,6 @@ pub fn write(
         None => {}
     }
     dataset::threads::write(dir, &output.threads)?;
-    dataset::connections::write(dir, &output.connections)?;
     dataset::timeseries::write(dir, &output.timeseries)?;
     match failure {
         Some(e) => {

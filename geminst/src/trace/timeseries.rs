@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::dataset::{threads::ThreadRow, timeseries::TimeRow};
+use crate::{
+    capture::WireTotals,
+    dataset::{threads::ThreadRow, timeseries::TimeRow},
+};
 
 /// Cumulative totals of the traced processes at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,6 +50,7 @@ pub struct Sampler {
     interval_ns: u64,
     last_ns: u64,
     last: Totals,
+    last_wire: WireTotals,
     rows: Vec<TimeRow>,
 }
 
@@ -58,6 +62,7 @@ impl Sampler {
             interval_ns: interval.as_nanos().max(1) as u64,
             last_ns: start_ns,
             last: Totals::default(),
+            last_wire: WireTotals::default(),
             rows: Vec::new(),
         }
     }
@@ -69,7 +74,14 @@ impl Sampler {
 
     /// Adds the row for [last sample, now): the traced processes' totals now, and the machine's
     /// busy CPU time and energy since the last sample.
-    pub fn sample(&mut self, now_ns: u64, totals: Totals, rss_bytes: Option<u64>, machine: Machine) {
+    pub fn sample(
+        &mut self,
+        now_ns: u64,
+        totals: Totals,
+        rss_bytes: Option<u64>,
+        machine: Machine,
+        wire: Option<WireTotals>,
+    ) {
         // Totals never go down; saturate anyway so a clock oddity cannot make a huge row.
         let d = |now: u64, before: u64| now.saturating_sub(before);
         let (a, b) = (totals, self.last);
@@ -97,7 +109,12 @@ impl Sampler {
             machine_energy_j: machine.energy_j,
             power_w: if seconds > 0.0 { machine.energy_j / seconds } else { 0.0 },
             energy_j: machine.energy_j * share,
+            wire_packets: wire.map(|w| w.packets.saturating_sub(self.last_wire.packets)),
+            wire_frame_bytes: wire.map(|w| w.frame_bytes.saturating_sub(self.last_wire.frame_bytes)),
         });
+        if let Some(w) = wire {
+            self.last_wire = w;
+        }
         self.last = totals;
         self.last_ns = now_ns;
     }
@@ -116,9 +133,17 @@ mod tests {
         let mut s = Sampler::new(1_000, Duration::from_nanos(100));
         assert_eq!(s.next_ns(), 1_100);
         let m = Machine { busy_cpu_ns: 100, energy_j: 2.0 };
-        s.sample(1_100, Totals { cpu_ns: 50, sock_send_bytes: 10, ..Totals::default() }, Some(4096), m);
+        let w = WireTotals { packets: 7, frame_bytes: 700, ..WireTotals::default() };
+        s.sample(
+            1_100,
+            Totals { cpu_ns: 50, sock_send_bytes: 10, ..Totals::default() },
+            Some(4096),
+            m,
+            Some(w),
+        );
         let t = Totals { cpu_ns: 80, sock_send_bytes: 10, connections_closed: 2, ..Totals::default() };
-        s.sample(1_200, t, None, Machine::default());
+        let w = WireTotals { packets: 9, frame_bytes: 1000, ..WireTotals::default() };
+        s.sample(1_200, t, None, Machine::default(), Some(w));
         let rows = s.into_rows();
         assert_eq!(
             (rows[0].start_ns, rows[0].end_ns, rows[0].cpu_ns, rows[0].sock_send_bytes),
@@ -134,5 +159,7 @@ mod tests {
         assert!((rows[0].energy_j - 1.0).abs() < 1e-12);
         assert!((rows[0].power_w - 2.0e7).abs() < 1e-3, "2 J in 100 ns");
         assert_eq!(rows[1].energy_j, 0.0);
+        assert_eq!((rows[0].wire_packets, rows[1].wire_packets), (Some(7), Some(2)));
+        assert_eq!(rows[1].wire_frame_bytes, Some(300));
     }
 }
