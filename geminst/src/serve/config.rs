@@ -104,6 +104,11 @@ pub struct ServeFlags {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
+    /// Accept connections as soon as TCP completes, not when their first data arrives
+    /// (TCP_DEFER_ACCEPT, the default, also keeps clients that never send out of the log)
+    #[arg(long)]
+    pub no_defer_accept: bool,
+
     /// Worker threads [default: one per CPU]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
@@ -177,6 +182,7 @@ impl ServeFlags {
         o.handshake_timeout = self.handshake_timeout;
         o.request_timeout = self.request_timeout;
         o.write_timeout = self.write_timeout;
+        o.defer_accept = !self.no_defer_accept;
         if let Some(t) = self.threads {
             o.threads = t.into();
         }

@@ -16,7 +16,7 @@ use std::{
 };
 
 use rustls::{ProtocolVersion, ServerConnection, server::ServerConfig};
-use tokio::{net::TcpStream, time::timeout};
+use tokio::{io::Interest, net::TcpStream, time::timeout};
 
 use super::{
     bench_routes::BLOCK,
@@ -75,7 +75,7 @@ fn now() -> (u64, u64) {
 pub(crate) async fn serve(tcp: TcpStream, mut rec: Record, shared: Arc<Shared>) -> Record {
     match ServerConnection::new(shared.tls.clone()) {
         Ok(tls) => {
-            let mut conn = Conn { tcp, tls, read: 0, written: 0, first_byte: None };
+            let mut conn = Conn { tcp, tls, read: 0, written: 0, first_byte: None, direct: true };
             let mut linger = false;
             if let Err(e) = conn.run(&shared, &mut rec, &mut linger).await {
                 rec.error = Some(e.to_string());
@@ -95,6 +95,10 @@ struct Conn {
     read: u64,
     written: u64,
     first_byte: Option<u8>,
+    /// Read the socket without asking tokio's readiness first. True for the first read: the
+    /// ClientHello is normally there already (TCP_DEFER_ACCEPT), while tokio knows nothing of a
+    /// new socket until its event loop runs, which would cost a poll and an epoll_wait.
+    direct: bool,
 }
 
 impl Conn {
@@ -269,7 +273,7 @@ impl Conn {
             }
         }
         self.tls.send_close_notify();
-        self.flush(t).await
+        self.flush_last(t).await
     }
 
     /// Hands `a` then `b` to rustls (as few records as rustls's buffer allows), writing to the
@@ -295,9 +299,12 @@ impl Conn {
     /// One read from the socket into rustls, waiting for readability; 0 at end of stream.
     async fn read_tls(&mut self) -> Result<usize, ConnError> {
         loop {
-            let mut sock = ReadSock { tcp: &self.tcp, count: &mut self.read, first: &mut self.first_byte };
+            let direct = std::mem::take(&mut self.direct);
+            let mut sock =
+                ReadSock { tcp: &self.tcp, direct, count: &mut self.read, first: &mut self.first_byte };
             match self.tls.read_tls(&mut sock) {
                 Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.tcp.readable().await?,
                 Err(e) => return Err(e.into()),
             }
@@ -306,8 +313,19 @@ impl Conn {
 
     /// Writes everything rustls has queued, each wait for writability bounded by `t`.
     async fn flush(&mut self, t: Duration) -> Result<(), ConnError> {
+        self.flush_with(t, false).await
+    }
+
+    /// The last flush of a connection: written with MSG_MORE, so the kernel holds a partial
+    /// segment until `close` shuts the socket down and the FIN rides on it (one packet, one
+    /// wake-up of the client, instead of the response and then a bare FIN).
+    async fn flush_last(&mut self, t: Duration) -> Result<(), ConnError> {
+        self.flush_with(t, true).await
+    }
+
+    async fn flush_with(&mut self, t: Duration, more: bool) -> Result<(), ConnError> {
         while self.tls.wants_write() {
-            let mut sock = WriteSock { tcp: &self.tcp, count: &mut self.written };
+            let mut sock = WriteSock { tcp: &self.tcp, more, count: &mut self.written };
             match self.tls.write_tls(&mut sock) {
                 Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
                 Ok(_) => {}
@@ -333,7 +351,7 @@ impl Conn {
     /// drops what the client still sends, and closes it. Returns the socket byte counts.
     async fn close(mut self, linger: bool) -> (u64, u64) {
         // SAFETY: shutdown on a descriptor this connection owns; errors (e.g. ENOTCONN after a
-        // reset) change nothing here.
+        // reset) change nothing here. It also sends what MSG_MORE held back.
         unsafe { libc::shutdown(self.tcp.as_raw_fd(), libc::SHUT_WR) };
         if linger {
             let mut scratch = [0u8; 4096];
@@ -378,13 +396,23 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
 /// The socket as rustls reads it: non-blocking, counting bytes, noting the first byte.
 struct ReadSock<'a> {
     tcp: &'a TcpStream,
+    direct: bool,
     count: &'a mut u64,
     first: &'a mut Option<u8>,
 }
 
 impl Read for ReadSock<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.tcp.try_read(buf)?;
+        let n = if self.direct {
+            // SAFETY: buf is valid for writes of buf.len() bytes; the socket is non-blocking.
+            let n = unsafe { libc::recv(self.tcp.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            n as usize
+        } else {
+            self.tcp.try_read(buf)?
+        };
         if *self.count == 0 && n > 0 {
             *self.first = Some(buf[0]);
         }
@@ -393,9 +421,11 @@ impl Read for ReadSock<'_> {
     }
 }
 
-/// The socket as rustls writes it: non-blocking, vectored, counting bytes.
+/// The socket as rustls writes it: non-blocking, vectored, counting bytes; with `more`, by
+/// sendmsg(MSG_MORE).
 struct WriteSock<'a> {
     tcp: &'a TcpStream,
+    more: bool,
     count: &'a mut u64,
 }
 
@@ -407,7 +437,23 @@ impl Write for WriteSock<'_> {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let n = self.tcp.try_write_vectored(bufs)?;
+        let n = if self.more {
+            let fd = self.tcp.as_raw_fd();
+            // Through try_io, so a WouldBlock clears tokio's readiness like its own writes do.
+            self.tcp.try_io(Interest::WRITABLE, || {
+                // SAFETY: msghdr points at `bufs` (IoSlice is ABI-compatible with iovec) for the
+                // duration of the call; no address, no control data.
+                let n = unsafe {
+                    let mut msg: libc::msghdr = std::mem::zeroed();
+                    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+                    msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+                    libc::sendmsg(fd, &msg, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+                };
+                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+            })?
+        } else {
+            self.tcp.try_write_vectored(bufs)?
+        };
         *self.count += n as u64;
         Ok(n)
     }

@@ -60,6 +60,8 @@ pub struct Options {
     pub request_timeout: Duration,
     pub write_timeout: Duration,
     pub threads: usize,
+    /// TCP_DEFER_ACCEPT: accept a connection when its first bytes (the ClientHello) arrive.
+    pub defer_accept: bool,
 }
 
 /// The default hostnames: the loopback names a local client uses.
@@ -83,6 +85,7 @@ impl Options {
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            defer_accept: true,
         }
     }
 }
@@ -152,6 +155,7 @@ impl Server {
         let std_listener =
             std::net::TcpListener::bind(opts.addr).with_context(|| format!("listening on {}", opts.addr))?;
         std_listener.set_nonblocking(true)?;
+        tune_listener(&std_listener, opts.defer_accept, opts.handshake_timeout)?;
         let local_addr = std_listener.local_addr()?;
         let listener = {
             let _entered = runtime.enter();
@@ -177,6 +181,15 @@ impl Server {
         let (done_tx, stopped) = mpsc::channel();
         let sink = log.sink();
         let max = opts.max_connections;
+        // tokio wakes its event loop (an eventfd write and one more epoll_wait) whenever a timer
+        // is set while none is due sooner. Between connections none is, so every connection's
+        // first timeout would pay that; a timer due at least every second spares them.
+        runtime.spawn(async {
+            let mut beat = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                beat.tick().await;
+            }
+        });
         runtime.spawn(async move {
             let accepted = accept_loop(listener, local_addr, shared, sink, max, stop_rx).await;
             let _ = done_tx.send(accepted);
@@ -256,6 +269,41 @@ impl Drop for Server {
     }
 }
 
+fn setsockopt(
+    listener: &std::net::TcpListener,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            option,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Socket options set once on the listener, which Linux copies to every accepted connection, so
+/// no connection pays a setsockopt: TCP_NODELAY (responses are written whole; Nagle could only
+/// hold back a tail segment of a large body). And TCP_DEFER_ACCEPT (tcp(7)), as nginx's
+/// `deferred`: the kernel hands a connection to accept only once its first data, the ClientHello,
+/// has arrived, which saves the server a wake-up per connection; a client that sends nothing
+/// waits in the kernel, holding no connection slot, and is dropped or handed over after about
+/// the handshake timeout.
+fn tune_listener(listener: &std::net::TcpListener, defer_accept: bool, handshake: Duration) -> Result<()> {
+    setsockopt(listener, libc::TCP_NODELAY, 1).context("setting TCP_NODELAY on the listener")?;
+    if defer_accept {
+        let secs = handshake.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+        setsockopt(listener, libc::TCP_DEFER_ACCEPT, secs).context("setting TCP_DEFER_ACCEPT")?;
+    }
+    Ok(())
+}
+
 /// Accepts connections while slots are free and the server is not stopping; returns the number
 /// accepted once every one of them has finished.
 async fn accept_loop(
@@ -293,8 +341,6 @@ async fn accept_loop(
             },
         };
         let (mono, unix) = (clock::monotonic_ns(), clock::unix_ns());
-        // Responses are written whole; Nagle would only delay the last segment.
-        let _ = tcp.set_nodelay(true);
         accepted += 1;
         let local = fixed_local.unwrap_or_else(|| tcp.local_addr().unwrap_or(listen_addr));
         let rec = Record::accepted(accepted, peer, local, mono, unix);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use rustls::{ServerConfig, server::ServerSessionMemoryCache};
+use rustls::{ServerConfig, crypto::ring::cipher_suite as cs, server::ServerSessionMemoryCache};
 
 use super::certs::CertKey;
 use crate::exit::BadInput;
@@ -12,13 +12,33 @@ use crate::exit::BadInput;
 /// Sessions kept for resumption (TLS 1.2 session IDs and TLS 1.3 stateful tickets).
 const SESSION_CACHE: usize = 4096;
 
+/// The server's cipher suites, in its order of preference. All are strong; the SHA-256 suites come
+/// first because ring hashes SHA-256 with the CPU's SHA extensions but SHA-384 in portable code,
+/// which made the SHA-384 suite clients usually prefer cost a third of the handshake's CPU beyond
+/// the public-key operations (measured by `benches/serve_cpu.rs`).
+static SUITES: &[rustls::SupportedCipherSuite] = &[
+    cs::TLS13_AES_128_GCM_SHA256,
+    cs::TLS13_CHACHA20_POLY1305_SHA256,
+    cs::TLS13_AES_256_GCM_SHA384,
+    cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+];
+
 pub fn server_config(cert: CertKey) -> Result<Arc<ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: SUITES.to_vec(),
+        ..rustls::crypto::ring::default_provider()
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(cert.chain, cert.key)
         .map_err(|e| BadInput(format!("certificate {}: {e}", cert.cert_path.display())))?;
+    config.ignore_client_order = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     // One TLS 1.3 ticket is enough for a client to resume; rustls's default of two costs an extra
     // ticket's work and bytes on every full handshake.
