@@ -910,3 +910,45 @@ fn help_reads_well() {
     }
     assert!(help.contains("127.0.0.1:1965") && help.contains("/_bench/bytes/N"), "{help}");
 }
+
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let gem =
+        serve("write-timeout", &["--bench-routes", "--bench-read-size", "4096", "--write-timeout", "1s"]);
+    let tcp = TcpStream::connect(("127.0.0.1", gem.port)).unwrap();
+    let client = Client::tls13();
+    let conn = rustls::ClientConnection::new(client.config.clone(), "localhost".try_into().unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(format!("{}\r\n", gem.url("/_bench/bytes/67108864")).as_bytes()).unwrap();
+    tls.flush().unwrap();
+    // Read nothing: the server fills the socket buffers, then waits, then gives up.
+    std::thread::sleep(Duration::from_secs(4));
+    drop(tls);
+    let log = gem.stop();
+    assert_eq!(log.len(), 1);
+    let r = &log[0];
+    assert_eq!((r.status, r.error.as_deref()), (Some(20), Some("write timeout")));
+    assert!(r.response_body_bytes < 64 << 20, "{}", r.response_body_bytes);
+    let waited = r.done_mono_ns - r.request_mono_ns.unwrap();
+    assert!((1_000_000_000..4_000_000_000).contains(&waited), "{waited} ns");
+}
+
+#[test]
+fn the_server_runs_in_process_and_stops_gracefully() {
+    use geminst::serve::{Options, Server, Source, Summary};
+    let dir = util::temp_dir("serve-in-process");
+    let mut opts = Options::new(Source::Root(capsule()), dir.join("state"));
+    opts.addr = "127.0.0.1:0".parse().unwrap();
+    opts.threads = 1;
+    let server = Server::start(opts).unwrap();
+    let port = server.local_addr().port();
+    assert_ne!(port, 0);
+    assert!(server.describe().contains(server.cert_fingerprint()));
+    let f = get(port, &format!("gemini://localhost:{port}/about.gmi"));
+    assert_eq!((f.status(), f.body()), (20, &capsule_file("about.gmi")[..]));
+    let log_path = server.log_path().to_owned();
+    assert_eq!(server.stop().unwrap(), Summary { connections: 1, log_lines: 1 });
+    let log = geminst::serve::log::read(&log_path).unwrap();
+    assert_eq!((log.len(), log[0].status), (1, Some(20)));
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after stop");
+}
