@@ -22,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use geminst::clock::thread_cpu_ns;
 use rustls::{
     ClientConfig, DigitallySignedStruct, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -299,13 +300,6 @@ fn clock_read_ns() -> f64 {
         std::hint::black_box(ts);
     }
     start.elapsed().as_nanos() as f64 / n as f64
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The floor under any rustls server: CPU of the server side of a full TLS 1.3 handshake and a
