@@ -947,8 +947,45 @@ fn the_server_runs_in_process_and_stops_gracefully() {
     let f = get(port, &format!("gemini://localhost:{port}/about.gmi"));
     assert_eq!((f.status(), f.body()), (20, &capsule_file("about.gmi")[..]));
     let log_path = server.log_path().to_owned();
+    assert_eq!(log_path, dir.join("state/requests.jsonl"), "the default log is in the state directory");
+    // The line is written while the server runs (within the 250 ms flush interval), not only at stop.
+    assert!(util::wait_until(Duration::from_secs(2), || fs::read_to_string(&log_path)
+        .is_ok_and(|t| t.lines().count() == 1)));
     assert_eq!(server.stop().unwrap(), Summary { connections: 1, log_lines: 1 });
     let log = geminst::serve::log::read(&log_path).unwrap();
     assert_eq!((log.len(), log[0].status), (1, Some(20)));
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after stop");
+}
+
+#[test]
+fn concurrent_clients_are_all_served_and_logged_once() {
+    let gem = serve("concurrent", &["--max-connections", "4"]);
+    let port = gem.port;
+    let about = capsule_file("about.gmi");
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let about = about.clone();
+            std::thread::spawn(move || {
+                let client = Client::new(i % 2 == 1, false);
+                (0..20)
+                    .map(|_| {
+                        let f =
+                            client.fetch(port, format!("gemini://localhost:{port}/about.gmi\r\n").as_bytes());
+                        assert_eq!((f.status(), f.body(), f.close_notify), (20, &about[..], true));
+                        f.client_addr
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let addrs: HashSet<_> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let log = gem.stop();
+    assert_eq!(log.len(), 160);
+    assert_eq!(log.iter().map(|r| r.req_id).collect::<HashSet<_>>().len(), 160, "req_ids are unique");
+    assert_eq!(
+        log.iter().map(|r| r.peer_addr).collect::<HashSet<_>>(),
+        addrs,
+        "one line per client connection"
+    );
+    assert!(log.iter().all(|r| r.status == Some(20) && r.error.is_none()));
 }
