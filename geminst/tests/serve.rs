@@ -527,6 +527,7 @@ fn the_log_has_one_consistent_line_per_connection() {
     let _ = plain.read_to_end(&mut Vec::new());
     let threads: HashSet<u32> = thread_cpu_ns(gem.pid()).into_keys().collect();
     let log_path = gem.log.clone();
+    let stopped = (support::clock_ns(libc::CLOCK_MONOTONIC), support::clock_ns(libc::CLOCK_REALTIME));
     let log = gem.stop();
 
     assert_eq!(log.len(), 8, "one line per connection");
@@ -573,6 +574,21 @@ fn the_log_has_one_consistent_line_per_connection() {
         assert_eq!(r.tcp_bytes_written, f.read, "{r:?}");
         assert_eq!(r.tcp_bytes_written + 1, f.kernel_received, "{r:?}");
         assert_eq!(r.error, None);
+        // The times are on the clocks the log names: the client's own reads of CLOCK_MONOTONIC
+        // and CLOCK_REALTIME bracket accept, handshake and request, in order; `done` (after the
+        // close, so possibly after the client saw the FIN) precedes the server's stop.
+        let mono =
+            [r.accept_mono_ns, r.handshake_mono_ns.unwrap(), r.request_mono_ns.unwrap(), r.done_mono_ns];
+        let unix =
+            [r.accept_unix_ns, r.handshake_unix_ns.unwrap(), r.request_unix_ns.unwrap(), r.done_unix_ns];
+        for (t, start, end, stop) in
+            [(mono, f.started.0, f.ended.0, stopped.0), (unix, f.started.1, f.ended.1, stopped.1)]
+        {
+            assert!(
+                start <= t[0] && t.windows(2).all(|w| w[0] <= w[1]) && t[2] <= end && t[3] <= stop,
+                "{t:?}: {start}..{end}, stop {stop}"
+            );
+        }
     }
     let resumed = |f: &support::Fetch| log.iter().find(|r| r.peer_addr == f.client_addr).unwrap().tls_resumed;
     assert_eq!((resumed(&first), resumed(&second)), (Some(false), Some(true)));

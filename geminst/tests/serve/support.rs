@@ -200,6 +200,7 @@ impl Client {
     /// `request` and reads until the server closes.
     pub fn fetch_as(&self, port: u16, name: Option<&str>, request: &[u8]) -> Fetch {
         let start = Instant::now();
+        let started = (clock_ns(libc::CLOCK_MONOTONIC), clock_ns(libc::CLOCK_REALTIME));
         let tcp = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         tcp.set_nodelay(true).unwrap();
@@ -217,8 +218,11 @@ impl Client {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
             Err(e) => panic!("reading the response to {:?}: {e}", String::from_utf8_lossy(request)),
         };
+        let ended = (clock_ns(libc::CLOCK_MONOTONIC), clock_ns(libc::CLOCK_REALTIME));
         let info = tcp_info(&tls.sock.tcp);
         Fetch {
+            started,
+            ended,
             raw,
             close_notify,
             cert: self.tofu.seen.lock().unwrap().clone(),
@@ -259,6 +263,17 @@ pub struct Fetch {
     pub kernel_received: u64,
     pub kernel_acked: u64,
     pub elapsed: Duration,
+    /// CLOCK_MONOTONIC and CLOCK_REALTIME (ns) before connecting and after the server closed.
+    pub started: (u64, u64),
+    pub ended: (u64, u64),
+}
+
+/// A clock read directly (not through geminst's code), for comparing with the log's times.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to write into.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Fetch {
