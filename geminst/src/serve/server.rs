@@ -293,8 +293,8 @@ fn setsockopt(
 /// hold back a tail segment of a large body). And TCP_DEFER_ACCEPT (tcp(7)), as nginx's
 /// `deferred`: the kernel hands a connection to accept only once its first data, the ClientHello,
 /// has arrived, which saves the server a wake-up per connection; a client that sends nothing
-/// waits in the kernel, holding no connection slot, and is dropped or handed over after about
-/// the handshake timeout.
+/// waits in the kernel, holding no connection slot, until it closes or about the handshake
+/// timeout has passed, when the kernel hands it over (and the handshake timeout runs again).
 fn tune_listener(listener: &std::net::TcpListener, defer_accept: bool, handshake: Duration) -> Result<()> {
     setsockopt(listener, libc::TCP_NODELAY, 1).context("setting TCP_NODELAY on the listener")?;
     if defer_accept {
