@@ -4,10 +4,20 @@
 //! next socket operation on another one (across context switches) is charged to that connection.
 //! Gemini carries one request per connection, so a connection's costs are its request's costs.
 
-/// Capacity of `CONNS` (connections alive at once; closed ones leave through the ring buffer).
+/// Capacity of `CONNS`: connections alive, and closed ones until userspace harvests them.
 pub const MAX_CONNS: u32 = 16_384;
-/// Ring buffer for closed connections, in bytes (a power of two pages).
+/// Ring buffer for connection lifecycle events, in bytes (a power of two pages).
 pub const EVENTS_BYTES: u32 = 1 << 22;
+/// How long userspace leaves a closed connection in `CONNS` before harvesting it, so the CPU its
+/// threads spend after the TCP close (the server finishing and logging the request) still lands.
+pub const CLOSED_GRACE_NS: u64 = 1_000_000_000;
+
+/// `ConnEvent::kind`: the connection reached TCP_CLOSE; its entry stays in `CONNS` until
+/// userspace harvests it (the event carries the counters so far).
+pub const EVENT_CLOSED: u32 = 1;
+/// `ConnEvent::kind`: a closed connection's entry was replaced by a new connection on the same
+/// socket address before userspace harvested it; the event carries its final counters.
+pub const EVENT_EVICTED: u32 = 2;
 /// Ports a trace can filter on (server side).
 pub const MAX_PORTS: usize = 8;
 
@@ -104,4 +114,13 @@ pub struct SockConfig {
     pub ports: [u16; MAX_PORTS],
 }
 
-crate::user_pod!(ConnStats, SockConfig);
+/// A connection lifecycle event, through the `CONN_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnEvent {
+    pub kind: u32,
+    pub _pad: u32,
+    pub conn: ConnStats,
+}
+
+crate::user_pod!(ConnStats, SockConfig, ConnEvent);

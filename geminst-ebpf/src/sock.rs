@@ -12,9 +12,9 @@ use geminst_common::{
     counters,
     sched::{THREAD_SEEN_AT_START, ThreadStats},
     sock::{
-        CONN_CLOSED, CONN_MORE_TIDS, CONN_PASSIVE, CONN_TIDS, CONN_TUPLE_KNOWN, ConnStats, EVENTS_BYTES,
-        IPPROTO_TCP, MAX_CONNS, MAX_PORTS, SockConfig, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_ESTABLISHED,
-        TCP_FIN_WAIT1, TCP_SYN_RECV, TCP_SYN_SENT,
+        CONN_CLOSED, CONN_MORE_TIDS, CONN_PASSIVE, CONN_TIDS, CONN_TUPLE_KNOWN, ConnEvent, ConnStats,
+        EVENT_CLOSED, EVENT_EVICTED, EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, MAX_PORTS, SockConfig, TCP_CLOSE,
+        TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_SYN_RECV, TCP_SYN_SENT,
     },
 };
 
@@ -51,14 +51,37 @@ fn config() -> SockConfig {
     unsafe { core::ptr::read_volatile(&SOCK_CONFIG) }
 }
 
-/// Live connections, keyed by the socket's kernel address. A connection leaves at TCP_CLOSE,
-/// through `CONN_EVENTS`.
+/// Connections, keyed by the socket's kernel address: live ones, and closed ones until userspace
+/// harvests them (geminst_common::sock::CLOSED_GRACE_NS after their close).
 #[map]
 pub static CONNS: HashMap<u64, ConnStats> = HashMap::with_max_entries(MAX_CONNS, 0);
 
-/// Closed connections, for userspace. Drops are counted (`conn_event_dropped`).
+/// Lifecycle events for userspace (geminst_common::sock::EVENT_*). Drops are counted
+/// (`conn_event_dropped`); a dropped close only delays the harvest to the end of the trace.
 #[map]
 static CONN_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+fn emit(kind: u32, conn: &ConnStats) {
+    let event = ConnEvent { kind, _pad: 0, conn: *conn };
+    if CONN_EVENTS.output::<ConnEvent>(&event, 0).is_err() {
+        count(counters::CONN_EVENT_DROPPED);
+    }
+}
+
+/// The live entry of a socket. A closed entry found where a new connection appears (the kernel
+/// reused the socket's memory before userspace harvested the old one) goes out whole, as an
+/// evicted event, and is removed.
+#[inline(always)]
+fn live_conn(sk: u64) -> Option<&'static mut ConnStats> {
+    // SAFETY: a live map value.
+    let c = unsafe { &mut *CONNS.get_ptr_mut(sk)? };
+    if c.flags & CONN_CLOSED != 0 {
+        emit(EVENT_EVICTED, c);
+        let _ = CONNS.remove(sk);
+        return None;
+    }
+    Some(c)
+}
 
 /// The 4-tuple and establishment time of recent TCP sockets of any process, so a connection first
 /// met through a traced thread's I/O still gets its addresses. Oldest entries make room.
@@ -159,7 +182,12 @@ fn socket_io(ctx: &TracePointContext, send: bool) -> Result<(), i64> {
     let now = now_ns();
     let mut conn = match CONNS.get_ptr_mut(sk) {
         // SAFETY: a live map value.
-        Some(c) => Some(unsafe { &mut *c }),
+        Some(c) if ret <= 0 || unsafe { (*c).flags } & CONN_CLOSED == 0 => Some(unsafe { &mut *c }),
+        // Data on a socket whose entry is closed: a new connection in the old one's place.
+        Some(_) => {
+            let _ = live_conn(sk);
+            open_conn(sk, now)
+        }
         // A connection met first through data (not through the port filter): record it. Not for
         // an error or end of file, which a closed connection still returns.
         None if ret > 0 => open_conn(sk, now),
@@ -304,10 +332,8 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
             if new == TCP_ESTABLISHED {
                 tuple.established_ns = now;
             }
-            match CONNS.get_ptr_mut(sk) {
+            match live_conn(sk) {
                 Some(c) => {
-                    // SAFETY: a live map value.
-                    let c = unsafe { &mut *c };
                     if c.flags & CONN_TUPLE_KNOWN == 0 {
                         c.family = tuple.family;
                         c.local_port = tuple.local_port;
@@ -356,14 +382,14 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
         TCP_CLOSE => {
             let _ = TUPLES.remove(sk);
             if let Some(c) = CONNS.get_ptr_mut(sk) {
-                // SAFETY: a live map value, copied out before its removal.
-                let mut c = unsafe { *c };
-                c.closed_ns = now;
-                c.flags |= CONN_CLOSED;
-                if CONN_EVENTS.output::<ConnStats>(&c, 0).is_err() {
-                    count(counters::CONN_EVENT_DROPPED);
+                // SAFETY: a live map value. It stays, so the CPU its threads still spend on it
+                // (finishing, logging) lands; userspace harvests it after a grace period.
+                let c = unsafe { &mut *c };
+                if c.flags & CONN_CLOSED == 0 {
+                    c.closed_ns = now;
+                    c.flags |= CONN_CLOSED;
+                    emit(EVENT_CLOSED, c);
                 }
-                let _ = CONNS.remove(sk);
             }
         }
         _ => {}

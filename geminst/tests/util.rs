@@ -200,18 +200,39 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// The column names docs/schema.md lists for `file` (the first cell of each row of the table
-/// under the heading `## <file>`).
+/// under the heading `## <file>`); `wire_{c2s,s2c}_x` stands for the c2s columns then the s2c
+/// ones, each group in the order listed.
 pub fn documented_columns(file: &str) -> Vec<String> {
     let doc = std::fs::read_to_string(repo_root().join("docs/schema.md")).unwrap();
     let heading = format!("## {file}");
     let section = doc.split(&heading).nth(1).unwrap_or_else(|| panic!("docs/schema.md has no `{heading}`"));
     let section = section.split("\n## ").next().unwrap();
-    section
+    let names: Vec<String> = section
         .lines()
         .filter(|l| l.starts_with('|'))
         .skip(2) // header and separator rows
         .map(|l| l.trim_matches('|').split('|').next().unwrap().trim().to_string())
-        .collect()
+        .collect();
+    // Expand each run of `{c2s,s2c}` rows into all its c2s names, then all its s2c names.
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < names.len() {
+        if !names[i].contains("{c2s,s2c}") {
+            out.push(names[i].clone());
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let prefix = |n: &str| n.split("{c2s,s2c}").next().unwrap().to_string();
+        while i < names.len() && names[i].contains("{c2s,s2c}") && prefix(&names[i]) == prefix(&names[start])
+        {
+            i += 1;
+        }
+        for dir in ["c2s", "s2c"] {
+            out.extend(names[start..i].iter().map(|n| n.replace("{c2s,s2c}", dir)));
+        }
+    }
+    out
 }
 
 /// Reads a Parquet file with pyarrow (an independent reader) and returns its schema as

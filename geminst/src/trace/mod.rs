@@ -23,7 +23,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use geminst_common::{block::TOTAL_WRITEBACK_BYTES, sock::ConnStats};
+use geminst_common::{
+    block::TOTAL_WRITEBACK_BYTES,
+    sock::{CLOSED_GRACE_NS, ConnStats, EVENT_CLOSED, EVENT_EVICTED},
+};
 use serde::Serialize;
 
 use offsets::Offsets;
@@ -159,7 +162,12 @@ pub struct Tracer {
     ports: Vec<u16>,
     bpf_stats: bool,
     start_ns: u64,
+    /// Connections harvested from the kernel, in the order they closed.
     closed: Vec<ConnStats>,
+    /// Connections closed and waiting out their grace period: (socket, id, close time).
+    closing: std::collections::VecDeque<(u64, u64, u64)>,
+    /// Connections that reached TCP_CLOSE so far.
+    closed_count: u64,
     sampler: Sampler,
     meter: Meter,
     capture: Option<Capture>,
@@ -249,6 +257,8 @@ impl Tracer {
             bpf_stats: cfg.bpf_stats,
             start_ns,
             closed: Vec::new(),
+            closing: std::collections::VecDeque::new(),
+            closed_count: 0,
             sampler: Sampler::new(start_ns, cfg.interval),
             meter,
             capture,
@@ -267,8 +277,18 @@ impl Tracer {
     /// often (every interval at least): the kernel hands closed connections over through a ring
     /// buffer of bounded size.
     pub fn poll(&mut self) -> Result<()> {
-        self.closed.extend(self.probes.closed_conns());
+        self.conn_events();
         let now = clock::monotonic_ns();
+        // Harvest the connections whose grace period is over.
+        while let Some(&(sk, id, closed)) = self.closing.front() {
+            if closed + CLOSED_GRACE_NS > now {
+                break;
+            }
+            self.closing.pop_front();
+            if let Some(c) = self.probes.take_conn(sk, id)? {
+                self.closed.push(c);
+            }
+        }
         if now >= self.sampler.next_ns() {
             let totals = self.totals(now)?;
             let rss = self.rss();
@@ -279,11 +299,25 @@ impl Tracer {
         Ok(())
     }
 
+    /// Takes the kernel's lifecycle events: closes start a grace period, evictions are final.
+    fn conn_events(&mut self) {
+        for e in self.probes.conn_events() {
+            match e.kind {
+                EVENT_CLOSED => {
+                    self.closed_count += 1;
+                    self.closing.push_back((e.conn.sk, e.conn.conn_id, e.conn.closed_ns));
+                }
+                EVENT_EVICTED => self.closed.push(e.conn),
+                _ => {}
+            }
+        }
+    }
+
     fn totals(&self, now: u64) -> Result<Totals> {
         let threads: Vec<ThreadRow> =
             self.probes.threads()?.iter().map(|s| rows::thread_row(s, now, false)).collect();
         let writeback = self.probes.block_totals()?[TOTAL_WRITEBACK_BYTES as usize];
-        Ok(Totals::of_threads(&threads, writeback, self.closed.len() as u64))
+        Ok(Totals::of_threads(&threads, writeback, self.closed_count))
     }
 
     /// Reads the machine's meter; what it did since the last reading.
@@ -319,7 +353,7 @@ impl Tracer {
     pub fn progress(&self) -> Result<(usize, Vec<ThreadRow>)> {
         let now = clock::monotonic_ns();
         let threads = self.probes.threads()?.iter().map(|s| rows::thread_row(s, now, false)).collect();
-        Ok((self.closed.len(), threads))
+        Ok((self.closed_count as usize, threads))
     }
 
     pub fn targets(&self) -> impl Iterator<Item = (u32, &str)> {
@@ -363,17 +397,20 @@ impl Tracer {
             .collect();
         let end_ns = clock::monotonic_ns();
         self.probes.detach()?;
+        // One reading of the threads at the end, for the last sample and for threads.parquet alike
+        // (a running thread's slice reads /proc, which moves between two reads).
+        let mut threads: Vec<ThreadRow> =
+            self.probes.threads()?.iter().map(|s| rows::thread_row(s, end_ns, false)).collect();
         // The last sample closes the series exactly at the end of the trace.
-        self.closed.extend(self.probes.closed_conns());
-        let totals = self.totals(end_ns)?;
+        self.conn_events();
+        let writeback = self.probes.block_totals()?[TOTAL_WRITEBACK_BYTES as usize];
+        let totals = Totals::of_threads(&threads, writeback, self.closed_count);
         let rss = self.rss();
         let machine = self.machine(end_ns);
         let wire_totals = self.capture.as_ref().map(Capture::totals);
         self.sampler.sample(end_ns, totals, rss, machine, wire_totals);
         let wire = self.capture.take().map(Capture::stop).transpose()?;
         let energy = energy::Totals::new(self.machine.energy_j, self.machine.busy_cpu_ns);
-        let mut threads: Vec<ThreadRow> =
-            self.probes.threads()?.iter().map(|s| rows::thread_row(s, end_ns, false)).collect();
         threads.sort_by_key(|r| (r.tgid, r.tid));
         for row in &mut threads {
             row.energy_j = energy.charge(row.oncpu_ns);
@@ -383,10 +420,12 @@ impl Tracer {
                 row.comm = name.clone();
             }
         }
+        // Harvested ones, then every entry left (closed in the last second, or still open), the
+        // closed ones in the order they closed.
         let mut connections: Vec<ConnRow> = self.closed.iter().map(rows::conn_row).collect();
-        let mut open: Vec<ConnRow> = self.probes.open_conns()?.iter().map(rows::conn_row).collect();
-        open.sort_by_key(|c| c.conn_id);
-        connections.extend(open);
+        let mut rest = self.probes.remaining_conns()?;
+        rest.sort_by_key(|c| (c.flags & geminst_common::sock::CONN_CLOSED == 0, c.closed_ns, c.conn_id));
+        connections.extend(rest.iter().map(rows::conn_row));
         for c in &mut connections {
             c.energy_j = energy.charge(c.cpu_ns);
         }

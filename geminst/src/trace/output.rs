@@ -160,6 +160,23 @@ pub fn describe(
         ));
     }
 
+    match &output.wire {
+        Some(w) => {
+            info.lost.insert("capture.dropped".into(), u64::from(w.stats.dropped));
+            info.lost.insert("capture.if_dropped".into(), u64::from(w.stats.if_dropped));
+            info.lost.insert("capture.truncated_frames".into(), w.stats.truncated_frames);
+            if let Some(e) = &w.stats.error {
+                info.notes
+                    .push(format!("the packet capture ended early: {e}; its counts until then are kept"));
+            }
+            info.section("capture", &w.stats)?;
+        }
+        None => {
+            if let Some(p) = &output.capture_problem {
+                info.notes.push(format!("no packet capture: {p}"));
+            }
+        }
+    }
     info.section("power", serde_json::json!({ "meter": output.power, "trace": output.energy }))?;
     #[derive(Serialize)]
     struct TraceSection<'a> {

@@ -14,7 +14,7 @@ use geminst_common::{
     counters,
     files::FdKey,
     sched::{MAX_THREADS, ThreadStats},
-    sock::ConnStats,
+    sock::{ConnEvent, ConnStats},
 };
 use serde::Serialize;
 
@@ -254,20 +254,34 @@ impl Probes {
         fds.insert(FdKey { tgid, fd }, 1, 0).with_context(|| format!("adding fd {fd} of {tgid} to OPEN_FDS"))
     }
 
-    /// Connections closed since the last call, from the ring buffer.
-    pub fn closed_conns(&mut self) -> Vec<ConnStats> {
+    /// Connection lifecycle events since the last call, from the ring buffer.
+    pub fn conn_events(&mut self) -> Vec<ConnEvent> {
         let mut out = Vec::new();
         while let Some(item) = self.conn_events.next() {
-            if item.len() >= std::mem::size_of::<ConnStats>() {
-                // SAFETY: the kernel writes whole ConnStats records; read unaligned from the item.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const ConnStats) });
+            if item.len() >= std::mem::size_of::<ConnEvent>() {
+                // SAFETY: the kernel writes whole ConnEvent records; read unaligned from the item.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr() as *const ConnEvent) });
             }
         }
         out
     }
 
-    /// Connections alive now (not yet closed).
-    pub fn open_conns(&self) -> Result<Vec<ConnStats>> {
+    /// Removes a closed connection's entry and returns it, if the entry is still that connection.
+    pub fn take_conn(&mut self, sk: u64, conn_id: u64) -> Result<Option<ConnStats>> {
+        let mut conns: BpfHashMap<&mut MapData, u64, ConnStats> =
+            BpfHashMap::try_from(self.ebpf.map_mut("CONNS").context("map CONNS")?)?;
+        let Ok(c) = conns.get(&sk, 0) else { return Ok(None) };
+        if c.conn_id != conn_id {
+            return Ok(None);
+        }
+        // A kernel update between the read and the removal would be lost; the grace period
+        // makes one unlikely (the connection closed a second ago).
+        let _ = conns.remove(&sk);
+        Ok(Some(c))
+    }
+
+    /// Every connection still in the map: open ones, and closed ones not yet harvested.
+    pub fn remaining_conns(&self) -> Result<Vec<ConnStats>> {
         let conns: BpfHashMap<&MapData, u64, ConnStats> =
             BpfHashMap::try_from(self.ebpf.map("CONNS").context("map CONNS")?)?;
         conns.iter().map(|r| r.map(|(_, c)| c).context("reading CONNS")).collect()
