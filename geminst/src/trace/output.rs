@@ -162,8 +162,8 @@ pub fn describe(
 
     match &output.wire {
         Some(w) => {
-            info.lost.insert("capture.dropped".into(), u64::from(w.stats.dropped));
-            info.lost.insert("capture.if_dropped".into(), u64::from(w.stats.if_dropped));
+            info.lost.insert("capture.dropped".into(), w.stats.dropped);
+            info.lost.insert("capture.if_dropped".into(), w.stats.if_dropped);
             info.lost.insert("capture.truncated_frames".into(), w.stats.truncated_frames);
             if let Some(e) = &w.stats.error {
                 info.notes
