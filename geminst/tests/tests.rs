@@ -7,5 +7,6 @@ mod util;
 
 mod capture;
 mod load;
+mod run;
 mod serve;
 mod trace;
