@@ -27,7 +27,13 @@ print(duckdb.sql(f"""
 pub fn run() -> Result<()> {
     setup::run()?;
     let root = workspace();
-    cmd::run(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "geminst", "--bins"]))?;
+    cmd::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "geminst",
+        "--bins",
+    ]))?;
     let geminst = root.join("target/release/geminst");
     let out = root.join("runs").join(format!("demo-{}", std::process::id()));
     println!("demo: geminst run: the built-in server, traced under testdata/profiles/default.toml");

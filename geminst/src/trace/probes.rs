@@ -40,6 +40,9 @@ const SINGLE: &[(&str, &str, &str)] = &[
     ("file_close", "syscalls", "sys_enter_close"),
 ];
 
+/// The empty program whose cost per event is the statistics' own (with `enable_stats`).
+pub const STATS_FLOOR: &str = "stats_floor";
+
 /// Every program and the tracepoints it attaches to on this kernel.
 fn programs(offsets: &Offsets) -> Vec<(&'static str, Vec<(&'static str, String)>)> {
     let mut out: Vec<(&'static str, Vec<(&'static str, String)>)> =
@@ -118,11 +121,13 @@ impl Probes {
         Ok(())
     }
 
-    /// Turns on the kernel's per-program run-time statistics for as long as the probes live.
+    /// Turns on the kernel's per-program run-time statistics for as long as the probes live, and
+    /// adds the empty `stats_floor` program on sched:sched_switch to measure what they cost.
     pub fn enable_stats(&mut self) -> Result<()> {
         let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
             .context("enabling the kernel's BPF run-time statistics")?;
         self.stats = Some(fd);
+        self.programs.push((STATS_FLOOR, vec![("sched", "sched_switch".to_string())]));
         Ok(())
     }
 

@@ -103,9 +103,17 @@ pub fn print(output: &TraceOutput, reason: StopReason, out: &Path, recon: Option
             r.log_records, r.ebpf_connections, r.joined, r.log_only, r.ebpf_only
         );
     }
+    let floor =
+        output.programs.iter().find(|p| p.program == super::probes::STATS_FLOOR).and_then(|p| p.ns_per_event);
     for p in &output.programs {
         if let Some(ns) = p.ns_per_event {
-            println!("program {:<20} {:>10} events {:>8.1} ns/event", p.program, p.run_count, ns);
+            let net = match floor {
+                Some(f) if p.program != super::probes::STATS_FLOOR => {
+                    format!(" ({:.1} ns net of the statistics' own {f:.1})", ns - f)
+                }
+                _ => String::new(),
+            };
+            println!("program {:<20} {:>10} events {:>8.1} ns/event{net}", p.program, p.run_count, ns);
         }
     }
     let lost: u64 = output.lost.values().sum();
