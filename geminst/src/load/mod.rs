@@ -36,6 +36,7 @@ pub use plan::{
 };
 pub use record::{ErrorKind, Record, RequestError};
 pub use report::{Bytes, Counts, LoadReport, Percentiles, PhaseSummary, Summary};
+pub use tls::TofuVerifier;
 pub use url::{GeminiUrl, MAX_REQUEST_BYTES, MAX_URL_BYTES};
 
 /// The rustls client configuration `geminst load` uses for `settings` (for benchmarks and for

@@ -29,7 +29,7 @@ const SESSION_CACHE: usize = 256;
 /// The client configuration, and the fingerprint of the first certificate the servers showed.
 pub struct ClientTls {
     pub config: Arc<ClientConfig>,
-    verifier: Arc<TrustOnFirstUse>,
+    verifier: Arc<TofuVerifier>,
 }
 
 impl ClientTls {
@@ -40,12 +40,7 @@ impl ClientTls {
         // have (RFC 8446 §9.1), and its SHA-256 key schedule costs both sides less than SHA-384.
         provider.cipher_suites.sort_by_key(|s| !is_aes_128_gcm(s.suite()));
         let provider = Arc::new(provider);
-        let verifier = Arc::new(TrustOnFirstUse {
-            pin: settings.pin_sha256,
-            verify_signatures: settings.verify_signatures,
-            algorithms: provider.signature_verification_algorithms,
-            first_seen: OnceLock::new(),
-        });
+        let verifier = Arc::new(TofuVerifier::new(settings.pin_sha256, settings.verify_signatures));
         let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.version {
             Some(TlsVersion::Tls12) => &[&rustls::version::TLS12],
             Some(TlsVersion::Tls13) => &[&rustls::version::TLS13],
@@ -88,7 +83,7 @@ impl ClientTls {
 
     /// SHA-256 (hex) of the first certificate a server presented during the run.
     pub fn first_certificate_sha256(&self) -> Option<String> {
-        self.verifier.first_seen.get().cloned()
+        self.verifier.first_seen_sha256().map(str::to_string)
     }
 }
 
@@ -109,19 +104,45 @@ pub fn server_name(host: &str, sni: Option<&str>) -> Result<ServerName<'static>,
     ServerName::try_from(name.to_string()).map_err(|_| format!("{name:?} is not a valid server name for TLS"))
 }
 
+/// Accepts a server's certificate as Gemini does (trust on first use: no chain to a CA), or only
+/// the one whose SHA-256 is pinned; checks the handshake signatures unless told not to, as a real
+/// client does; remembers the first certificate it saw. The load generator's, and the tests' and
+/// benchmarks' TLS clients'.
 #[derive(Debug)]
-struct TrustOnFirstUse {
+pub struct TofuVerifier {
     pin: Option<[u8; 32]>,
     verify_signatures: bool,
     algorithms: WebPkiSupportedAlgorithms,
-    first_seen: OnceLock<String>,
+    /// The first certificate's DER and SHA-256 (hex).
+    first_seen: OnceLock<(Vec<u8>, String)>,
+}
+
+impl TofuVerifier {
+    pub fn new(pin: Option<[u8; 32]>, verify_signatures: bool) -> Self {
+        Self {
+            pin,
+            verify_signatures,
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            first_seen: OnceLock::new(),
+        }
+    }
+
+    /// The first certificate a server presented, DER.
+    pub fn first_seen_der(&self) -> Option<&[u8]> {
+        self.first_seen.get().map(|(der, _)| der.as_slice())
+    }
+
+    /// Its SHA-256, hex.
+    pub fn first_seen_sha256(&self) -> Option<&str> {
+        self.first_seen.get().map(|(_, hex)| hex.as_str())
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl ServerCertVerifier for TrustOnFirstUse {
+impl ServerCertVerifier for TofuVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -133,7 +154,9 @@ impl ServerCertVerifier for TrustOnFirstUse {
         // Hash only when it is needed: with a pin on every handshake, else once per run.
         if self.pin.is_some() || self.first_seen.get().is_none() {
             let digest = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
-            let _ = self.first_seen.set(hex(digest.as_ref()));
+            if self.first_seen.get().is_none() {
+                let _ = self.first_seen.set((end_entity.to_vec(), hex(digest.as_ref())));
+            }
             if let Some(pin) = &self.pin
                 && digest.as_ref() != pin
             {

@@ -17,10 +17,9 @@ use std::{
 };
 
 use rustls::{
-    ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    ClientConfig, ServerConfig,
     crypto::CryptoProvider,
-    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime},
+    pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName},
 };
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
@@ -233,43 +232,6 @@ pub struct Fetched {
     pub version: Option<rustls::ProtocolVersion>,
 }
 
-/// Accepts any server certificate (Gemini trusts on first use) but checks the handshake
-/// signatures, as a client would.
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A Gemini request of exactly `n` bytes (CRLF included, or a lone LF for 1 byte).
 pub fn request(n: usize) -> Vec<u8> {
     assert!(n >= 1);
@@ -295,7 +257,7 @@ pub async fn fetch(
         .with_protocol_versions(&[tls.version()])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_custom_certificate_verifier(Arc::new(geminst::load::TofuVerifier::new(None, true)))
         .with_no_client_auth();
     // Every connection makes a full handshake, as a first visit does.
     config.resumption = rustls::client::Resumption::disabled();

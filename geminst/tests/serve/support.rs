@@ -2,6 +2,7 @@
 //! with a rustls client that counts its socket bytes and reads the kernel's TCP_INFO, and run the
 //! independent clients (openssl s_client, Python's agunua and gemcall).
 
+use geminst::load::TofuVerifier;
 use std::{
     fs,
     io::{Read, Write},
@@ -9,16 +10,12 @@ use std::{
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use geminst::serve::log::Record;
-use rustls::{
-    ClientConfig, DigitallySignedStruct, SignatureScheme,
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    pki_types::{CertificateDer, ServerName, UnixTime},
-};
+use rustls::{ClientConfig, pki_types::ServerName};
 
 use crate::util::{self, Guard};
 
@@ -117,68 +114,16 @@ impl Gem {
 
 /// Accepts the certificate the server presents (Gemini's trust on first use) and keeps it;
 /// handshake signatures are still verified.
-#[derive(Debug)]
-pub struct Tofu {
-    pub seen: Mutex<Option<Vec<u8>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Tofu {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap() = Some(end_entity.to_vec());
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A TLS client configuration: one protocol version, session resumption on or off.
 pub struct Client {
     pub config: Arc<ClientConfig>,
-    pub tofu: Arc<Tofu>,
+    pub tofu: Arc<TofuVerifier>,
 }
 
 impl Client {
     pub fn new(tls12: bool, resumption: bool) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tofu = Arc::new(Tofu { seen: Mutex::new(None), provider: provider.clone() });
+        let tofu = Arc::new(TofuVerifier::new(None, true));
         let version = if tls12 { &rustls::version::TLS12 } else { &rustls::version::TLS13 };
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[version])
@@ -225,7 +170,7 @@ impl Client {
             ended,
             raw,
             close_notify,
-            cert: self.tofu.seen.lock().unwrap().clone(),
+            cert: self.tofu.first_seen_der().map(<[u8]>::to_vec),
             version: tls.conn.protocol_version(),
             cipher: tls.conn.negotiated_cipher_suite().and_then(|s| s.suite().as_str()),
             client_addr,
