@@ -304,70 +304,98 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     }
 }
 
-/// A TCP state change, often in softirq context (so no process filter here).
+/// The 4-tuple of a state change's socket.
+#[inline(always)]
+fn read_tuple(
+    ctx: &TracePointContext,
+    cfg: &SockConfig,
+    local_port: u16,
+    passive: bool,
+) -> Result<ConnStats, i64> {
+    let mut tuple = ConnStats {
+        family: field_u16(ctx, cfg.state_family)?,
+        local_port,
+        remote_port: field_u16(ctx, cfg.state_dport)?,
+        flags: CONN_TUPLE_KNOWN | if passive { CONN_PASSIVE } else { 0 },
+        ..ConnStats::default()
+    };
+    if tuple.family == geminst_common::sock::AF_INET6 {
+        tuple.local_addr = field_bytes::<16>(ctx, cfg.state_saddr_v6)?;
+        tuple.remote_addr = field_bytes::<16>(ctx, cfg.state_daddr_v6)?;
+    } else {
+        tuple.local_addr[..4].copy_from_slice(&field_u32(ctx, cfg.state_saddr)?.to_ne_bytes());
+        tuple.remote_addr[..4].copy_from_slice(&field_u32(ctx, cfg.state_daddr)?.to_ne_bytes());
+    }
+    Ok(tuple)
+}
+
+/// A TCP state change, often in softirq context (so no process filter here). It fires for every
+/// TCP socket of the machine (the load generator's too), so the common case, a socket that is
+/// not ours, must return early: after one lookup, and the port test when server ports are known.
 fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
     let cfg = config();
+    let new = field_u32(ctx, cfg.state_newstate)?;
+    // The states that mark something: opening, established, first FIN, closed.
+    if !matches!(
+        new,
+        TCP_SYN_SENT | TCP_SYN_RECV | TCP_ESTABLISHED | TCP_FIN_WAIT1 | TCP_CLOSE_WAIT | TCP_CLOSE
+    ) {
+        return Ok(());
+    }
     if field_u16(ctx, cfg.state_protocol)? != IPPROTO_TCP {
         return Ok(());
     }
     let sk = field_u64(ctx, cfg.state_skaddr)?;
-    let new = field_u32(ctx, cfg.state_newstate)?;
-    let now = now_ns();
     match new {
         TCP_SYN_SENT | TCP_SYN_RECV | TCP_ESTABLISHED => {
-            let mut tuple = ConnStats {
-                family: field_u16(ctx, cfg.state_family)?,
-                local_port: field_u16(ctx, cfg.state_sport)?,
-                remote_port: field_u16(ctx, cfg.state_dport)?,
-                flags: CONN_TUPLE_KNOWN | if new == TCP_SYN_RECV { CONN_PASSIVE } else { 0 },
-                ..ConnStats::default()
-            };
-            if tuple.family == geminst_common::sock::AF_INET6 {
-                tuple.local_addr = field_bytes::<16>(ctx, cfg.state_saddr_v6)?;
-                tuple.remote_addr = field_bytes::<16>(ctx, cfg.state_daddr_v6)?;
-            } else {
-                tuple.local_addr[..4].copy_from_slice(&field_u32(ctx, cfg.state_saddr)?.to_ne_bytes());
-                tuple.remote_addr[..4].copy_from_slice(&field_u32(ctx, cfg.state_daddr)?.to_ne_bytes());
+            let local_port = field_u16(ctx, cfg.state_sport)?;
+            let wanted = port_wanted(&cfg, local_port);
+            if !wanted && cfg.nports != 0 {
+                // Server ports are known and this is not one: not ours. (A connection a traced
+                // thread opens elsewhere is met at its first byte, after these states, and is
+                // recorded without its tuple.)
+                return Ok(());
             }
+            if let Some(c) = live_conn(sk) {
+                if c.flags & CONN_TUPLE_KNOWN == 0 {
+                    let t = read_tuple(ctx, &cfg, local_port, new == TCP_SYN_RECV)?;
+                    c.family = t.family;
+                    c.local_port = t.local_port;
+                    c.remote_port = t.remote_port;
+                    c.local_addr = t.local_addr;
+                    c.remote_addr = t.remote_addr;
+                    c.flags |= t.flags;
+                }
+                if new == TCP_ESTABLISHED && c.established_ns == 0 {
+                    c.established_ns = now_ns();
+                }
+                return Ok(());
+            }
+            let now = now_ns();
+            let mut tuple = read_tuple(ctx, &cfg, local_port, new == TCP_SYN_RECV)?;
             if new == TCP_ESTABLISHED {
                 tuple.established_ns = now;
             }
-            match live_conn(sk) {
-                Some(c) => {
-                    if c.flags & CONN_TUPLE_KNOWN == 0 {
-                        c.family = tuple.family;
-                        c.local_port = tuple.local_port;
-                        c.remote_port = tuple.remote_port;
-                        c.local_addr = tuple.local_addr;
-                        c.remote_addr = tuple.remote_addr;
-                        c.flags |= tuple.flags;
+            if wanted {
+                tuple.conn_id = new_conn_id();
+                tuple.sk = sk;
+                tuple.created_ns = now;
+                if CONNS.insert(sk, tuple, 0).is_err() {
+                    count(counters::CONN_MAP_FULL);
+                }
+            } else {
+                // No server port known: learn every socket's tuple, in case a traced thread uses it.
+                if let Some(old) = TUPLES.get_ptr(sk) {
+                    // SAFETY: a live map value, read once.
+                    let old = unsafe { *old };
+                    if old.flags & CONN_PASSIVE != 0 {
+                        tuple.flags |= CONN_PASSIVE;
                     }
-                    if new == TCP_ESTABLISHED && c.established_ns == 0 {
-                        c.established_ns = now;
+                    if tuple.established_ns == 0 {
+                        tuple.established_ns = old.established_ns;
                     }
                 }
-                None if port_wanted(&cfg, tuple.local_port) => {
-                    tuple.conn_id = new_conn_id();
-                    tuple.sk = sk;
-                    tuple.created_ns = now;
-                    if CONNS.insert(sk, tuple, 0).is_err() {
-                        count(counters::CONN_MAP_FULL);
-                    }
-                }
-                None => {
-                    // Not (yet) ours: keep the tuple in case a traced thread uses the socket.
-                    if let Some(old) = TUPLES.get_ptr(sk) {
-                        // SAFETY: a live map value, read once.
-                        let old = unsafe { *old };
-                        if old.flags & CONN_PASSIVE != 0 {
-                            tuple.flags |= CONN_PASSIVE;
-                        }
-                        if tuple.established_ns == 0 {
-                            tuple.established_ns = old.established_ns;
-                        }
-                    }
-                    let _ = TUPLES.insert(sk, tuple, 0);
-                }
+                let _ = TUPLES.insert(sk, tuple, 0);
             }
         }
         TCP_FIN_WAIT1 | TCP_CLOSE_WAIT => {
@@ -375,24 +403,26 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 // SAFETY: a live map value.
                 let c = unsafe { &mut *c };
                 if c.fin_ns == 0 {
-                    c.fin_ns = now;
+                    c.fin_ns = now_ns();
                 }
             }
         }
-        TCP_CLOSE => {
-            let _ = TUPLES.remove(sk);
+        _ => {
+            // TCP_CLOSE.
+            if cfg.nports == 0 {
+                let _ = TUPLES.remove(sk);
+            }
             if let Some(c) = CONNS.get_ptr_mut(sk) {
                 // SAFETY: a live map value. It stays, so the CPU its threads still spend on it
                 // (finishing, logging) lands; userspace harvests it after a grace period.
                 let c = unsafe { &mut *c };
                 if c.flags & CONN_CLOSED == 0 {
-                    c.closed_ns = now;
+                    c.closed_ns = now_ns();
                     c.flags |= CONN_CLOSED;
                     emit(EVENT_CLOSED, c);
                 }
             }
         }
-        _ => {}
     }
     Ok(())
 }
