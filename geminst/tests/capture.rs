@@ -4,6 +4,7 @@
 //! against the bytes each end wrote, and `geminst calc` against the measurements.
 
 mod gemini;
+mod serve_calc;
 mod tcpdump;
 
 use std::{
@@ -402,6 +403,10 @@ fn root_calc_predicts_measured_bytes_within_2_percent() {
         let mss = u64::from(c0.to_server.mss_option.unwrap().min(c0.to_client.mss_option.unwrap())) - 12;
         let v = if *tls == Tls::V13 { "1.3" } else { "1.2" };
         let json = calc_json(&[
+            "--server",
+            "rustls",
+            "--client",
+            "rustls",
             "--request-bytes",
             &req.to_string(),
             "--response-bytes",

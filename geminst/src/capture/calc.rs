@@ -98,6 +98,19 @@ impl Cipher {
         }
     }
 
+    /// The cipher of a suite as rustls names it (`TLS13_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256`, ...); AES-128-GCM for a name it does not
+    /// recognise.
+    pub fn from_suite_name(name: &str) -> Cipher {
+        if name.contains("AES_256_GCM") {
+            Cipher::Aes256Gcm
+        } else if name.contains("CHACHA20") {
+            Cipher::Chacha20Poly1305
+        } else {
+            Cipher::Aes128Gcm
+        }
+    }
+
     pub fn name(self, tls: TlsVersion) -> &'static str {
         match (tls, self) {
             (TlsVersion::Tls13, Cipher::Aes128Gcm) => "TLS_AES_128_GCM_SHA256",
@@ -283,6 +296,23 @@ impl CalcParams {
             client_nodelay: true,
             server_nodelay: false,
             client_close_notify: false,
+        }
+    }
+
+    /// geminst load against geminst's server, on a connection that negotiated `tls` with the
+    /// suite rustls names `suite` (as the server logs them). The server prefers TLS 1.3, so a
+    /// connection that negotiated TLS 1.2 came from a client that offered only TLS 1.2 (as
+    /// `geminst load --tls 1.2` does); for TLS 1.3 the client is taken to offer both versions, as
+    /// load does by default.
+    pub fn geminst_negotiated(tls: TlsVersion, suite: &str) -> Self {
+        Self {
+            tls,
+            cipher: Cipher::from_suite_name(suite),
+            client_offers: match tls {
+                TlsVersion::Tls12 => ClientOffers::Only,
+                TlsVersion::Tls13 => ClientOffers::Both,
+            },
+            ..Self::geminst()
         }
     }
 

@@ -6,7 +6,7 @@ use std::{collections::HashMap, net::SocketAddr};
 use crate::{
     capture::{
         ConnWire,
-        calc::{self, CalcParams, Cipher, ClientOffers, Prediction, TlsVersion},
+        calc::{self, CalcParams, Prediction, TlsVersion},
         certs::CertChain,
     },
     dataset::{Table, connections::ConnRow, serverlog::LogRecord, serverlog::canonical},
@@ -46,27 +46,13 @@ pub fn unmatched(matches: &[Option<usize>], wires: usize) -> Vec<usize> {
     (0..wires).filter(|&i| !used[i]).collect()
 }
 
-/// The calculator's cipher for a rustls suite name as the server logs it.
-fn cipher(name: &str) -> Cipher {
-    if name.contains("AES_256_GCM") {
-        Cipher::Aes256Gcm
-    } else if name.contains("CHACHA20") {
-        Cipher::Chacha20Poly1305
-    } else {
-        Cipher::Aes128Gcm
-    }
-}
-
 /// The prediction for one request, from what the server logged and, when captured, the
 /// connection's MSS and IP version; None when the request is not one the calculator models (no
 /// TLS, nothing read, or a resumed session).
 ///
 /// A request log exists only for geminst's own server, so the prediction is that server's style
-/// ([`CalcParams::geminst`]: flights in one send, one stateful ticket that leaves with the
-/// response, the FIN on the last segment) with geminst load's client. The server prefers TLS 1.3,
-/// so a connection that negotiated TLS 1.2 came from a client that offered only TLS 1.2 (as
-/// `geminst load --tls 1.2` does); for TLS 1.3 the client is taken to offer both versions, as
-/// load does by default.
+/// with geminst load's client ([`CalcParams::geminst_negotiated`]: flights in one send, one
+/// stateful ticket that leaves with the response, the FIN on the response's last segment).
 pub fn predict(log: &LogRecord, wire: Option<&ConnWire>, cert: &CertChain) -> Option<Prediction> {
     let tls = match log.tls_version.as_deref()? {
         "TLSv1.2" => TlsVersion::Tls12,
@@ -80,15 +66,9 @@ pub fn predict(log: &LogRecord, wire: Option<&ConnWire>, cert: &CertChain) -> Op
         request_bytes: log.request_bytes,
         response_body_bytes: log.response_body_bytes,
         response_header_bytes: log.response_header_bytes,
-        tls,
-        cipher: cipher(log.tls_cipher.as_deref().unwrap_or_default()),
         sni_host: log.sni.clone(),
-        client_offers: match tls {
-            TlsVersion::Tls12 => ClientOffers::Only,
-            TlsVersion::Tls13 => ClientOffers::Both,
-        },
         cert: cert.clone(),
-        ..CalcParams::geminst()
+        ..CalcParams::geminst_negotiated(tls, log.tls_cipher.as_deref().unwrap_or_default())
     };
     if let Some(w) = wire {
         params = params.with_wire(w);
