@@ -808,10 +808,11 @@ fn parts_from(segments: &[Segment], script: &Script, h: &Headers) -> Vec<Part> {
                 false,
             )
         } else {
+            // Sends appear in order, so a repeated one is the last one seen.
             let mut sends: Vec<usize> = Vec::new();
             for s in &group {
                 for &w in &s.writes {
-                    if !sends.contains(&w) {
+                    if sends.last() != Some(&w) {
                         sends.push(w);
                     }
                 }
@@ -1300,5 +1301,79 @@ mod tests {
         assert_eq!(HANDSHAKE_HEADER + b13, 223);
         let (b12, _) = client_hello(&params(TlsVersion::Tls12));
         assert_eq!(HANDSHAKE_HEADER + b12, 145);
+    }
+
+    /// geminst load against geminst serve on loopback with the server's 349-byte certificate,
+    /// as `root_calc_predicts_geminst_serve` measured them (frames and packets per direction).
+    #[test]
+    fn geminst_style_matches_measured_loopback_connections() {
+        let cert = CertChain { der_bytes: vec![349], key: "ECDSA P-256".into(), signature_bytes: 71 };
+        let cases = [
+            (TlsVersion::Tls13, 41, 1, (6, 763), (5, 1145)),
+            (TlsVersion::Tls13, 1024, 16_369, (7, 1812), (5, 17_513)),
+            (TlsVersion::Tls12, 41, 1, (7, 783), (6, 1103)),
+            (TlsVersion::Tls12, 512, 30_000, (8, 1320), (6, 31_131)),
+        ];
+        for (tls, req, body, up, down) in cases {
+            let suite = if tls == TlsVersion::Tls13 {
+                "TLS13_AES_128_GCM_SHA256"
+            } else {
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+            };
+            let p = CalcParams {
+                request_bytes: req,
+                response_body_bytes: body,
+                mss: 65483,
+                cert: cert.clone(),
+                ..CalcParams::geminst_negotiated(tls, suite)
+            };
+            let pr = predict(&p).unwrap();
+            assert_eq!((pr.to_server.packets, pr.to_server.frame_bytes), up, "{tls:?} {req} {body}");
+            assert_eq!((pr.to_client.packets, pr.to_client.frame_bytes), down, "{tls:?} {req} {body}");
+            assert_eq!(pr.delayed_ack_stalls, 0);
+            // The response, close_notify (and in TLS 1.3 the ticket) and the FIN in one segment.
+            let last = pr.parts.iter().rfind(|x| x.from == Side::Server && x.tcp_payload_bytes > 0).unwrap();
+            assert_eq!(last.packets, 1, "{last:#?}");
+            assert!(last.name.ends_with("response + close_notify + FIN"), "{}", last.name);
+            assert_eq!(last.name.starts_with("TLS NewSessionTicket"), tls == TlsVersion::Tls13);
+        }
+    }
+
+    /// The response cut as geminst's server and rustls's 64 KiB buffer cut it: 100000 body bytes
+    /// after a 103-byte ticket go in two sends, the first ending where the buffer filled.
+    #[test]
+    fn geminst_response_sends_follow_the_rustls_buffer() {
+        let sends = geminst_response_sends(15, 100_000, 22, 103);
+        // 65536 − 103 = 65433 plaintext bytes accepted first: 3 full records and 16281.
+        assert_eq!(sends[0], vec![16_406, 16_406, 16_406, 16_303]);
+        // The other 118 bytes of the first piece, then the second piece of 34464.
+        assert_eq!(sends[1], vec![140, 16_406, 16_406, 1_718]);
+        assert_eq!(sends.len(), 2);
+        let plaintext: u64 = sends.iter().flatten().map(|r| r - 22).sum();
+        assert_eq!(plaintext, 100_015);
+        // Small responses: one send; no body: the header alone.
+        assert_eq!(geminst_response_sends(15, 1024, 22, 103), vec![vec![1061]]);
+        assert_eq!(geminst_response_sends(30, 0, 29, 0), vec![vec![59]]);
+        // 1 MiB in TLS 1.3: 80 response records (measured: 83 application_data records with the
+        // encrypted flight, the ticket and close_notify), in 17 sends.
+        let sends = geminst_response_sends(15, 1 << 20, 22, 103);
+        assert_eq!(sends.iter().flatten().count(), 80);
+        assert_eq!(sends.len(), 17);
+        let p = CalcParams { response_body_bytes: 1 << 20, mss: 65483, ..CalcParams::geminst() };
+        let pr = predict(&p).unwrap();
+        assert_eq!(pr.to_client.tls.application_data.records, 83);
+        // In the rustls style the same response is ⌈1048591 / 2^14⌉ = 65 records (with the flight,
+        // the ticket and close_notify around them).
+        let pr = predict(&CalcParams { server: ServerStyle::Rustls, ..p }).unwrap();
+        assert_eq!(pr.to_client.tls.application_data.records, 1 + 1 + 65 + 1);
+    }
+
+    #[test]
+    fn too_many_segments_is_bad_input() {
+        let p = CalcParams { response_body_bytes: 1 << 40, mss: 1448, ..CalcParams::geminst() };
+        let e = predict(&p).unwrap_err();
+        assert!(e.contains("segments") && e.contains("--mss 1448"), "{e}");
+        let p = CalcParams { response_body_bytes: 1 << 30, mss: 1448, ..CalcParams::geminst() };
+        assert!(predict(&p).is_ok());
     }
 }

@@ -455,4 +455,83 @@ mod tests {
         let out = run(&writes, &steps, link(1000, [true, false]));
         assert_eq!(out.stalls, 0);
     }
+
+    fn sent(out: &Outcome) -> Vec<(Side, u64, bool, bool)> {
+        out.segments.iter().map(|s| (s.side, s.payload, s.fin, s.pure_ack)).collect()
+    }
+
+    /// geminst load and geminst serve on loopback (TLS 1.3, a 256-byte request, a 1024-byte
+    /// body), segment for segment as tcpdump showed them: each end acknowledges the first data it
+    /// receives at once (quick-ACK mode); the request and the response ride on each other's ACKs
+    /// (interactive mode); the response's last send, made with MSG_MORE, waits for the FIN and
+    /// carries it; that segment is larger than any the client received before, so it and the FIN
+    /// exceed the client's estimate of the server's segment size and are acknowledged at once; the
+    /// client's FIN, after the server's, is acknowledged at once.
+    #[test]
+    fn geminst_serve_exchange_segment_for_segment() {
+        let writes = [
+            w(Side::Client, 232),
+            w(Side::Server, 643),
+            w(Side::Client, 342),
+            Write { side: Side::Server, bytes: 1188, more: true },
+        ];
+        let steps = [
+            Step::Write(0),
+            Step::Write(1),
+            Step::Write(2),
+            Step::Write(3),
+            Step::Close(Side::Server),
+            Step::Close(Side::Client),
+        ];
+        let out = run(&writes, &steps, link(65483, [true, true]));
+        use Side::{Client as C, Server as S};
+        assert_eq!(
+            sent(&out),
+            vec![
+                (C, 232, false, false),
+                (S, 0, false, true),
+                (S, 643, false, false),
+                (C, 0, false, true),
+                (C, 342, false, false),
+                (S, 1188, true, false),
+                (C, 0, false, true),
+                (C, 0, true, false),
+                (S, 0, false, true),
+            ]
+        );
+        assert_eq!(out.stalls, 0);
+        // Had the last send been smaller than a segment the client received before, the client
+        // would have delayed its ACK and sent it with its FIN.
+        let writes = [
+            w(Side::Client, 232),
+            w(Side::Server, 643),
+            w(Side::Client, 342),
+            Write { side: Side::Server, bytes: 300, more: true },
+        ];
+        let out = run(&writes, &steps, link(65483, [true, true]));
+        assert_eq!(sent(&out)[5..], [(S, 300, true, false), (C, 0, true, false), (S, 0, false, true)]);
+    }
+
+    /// MSG_MORE: full segments leave, the partial one waits and leaves with the FIN; without it
+    /// (TCP_NODELAY) the partial segment leaves at once and the FIN follows alone.
+    #[test]
+    fn msg_more_holds_the_partial_segment_for_the_fin() {
+        let steps = [Step::Write(0), Step::Write(1), Step::Close(Side::Server), Step::Close(Side::Client)];
+        for more in [true, false] {
+            let writes = [w(Side::Client, 100), Write { side: Side::Server, bytes: 50_000, more }];
+            let out = run(&writes, &steps, link(20_000, [true, true]));
+            let server: Vec<(u64, bool)> = out
+                .segments
+                .iter()
+                .filter(|s| s.side == Side::Server && !s.pure_ack)
+                .map(|s| (s.payload, s.fin))
+                .collect();
+            let want = if more {
+                vec![(20_000, false), (20_000, false), (10_000, true)]
+            } else {
+                vec![(20_000, false), (20_000, false), (10_000, false), (0, true)]
+            };
+            assert_eq!(server, want, "more {more}");
+        }
+    }
 }
