@@ -4,11 +4,12 @@
 //!
 //! Sizes of messages and records come from the specifications (RFC 8446 for TLS 1.3; RFC 5246,
 //! RFC 5288, RFC 8422, RFC 7627, RFC 5746 for TLS 1.2; RFC 6066 for SNI; RFC 9293 and RFC 7323
-//! for TCP; RFC 791 and RFC 8200 for IP). How messages are grouped into records and records into
-//! segments, and when a pure ACK is sent, the specifications leave to the implementation: the
-//! model here is rustls 0.23 on Linux (client and server, without TCP_NODELAY), described step by
-//! step in docs/wire-bytes.md with the mechanisms behind each step (Nagle's algorithm, Linux
-//! quick-ACK and delayed-ACK modes).
+//! for TCP; RFC 791 and RFC 8200 for IP). How messages are grouped into records, records into
+//! sends and sends into segments, and when a pure ACK is sent, the specifications leave to the
+//! implementation: the model follows one of two server styles ([`ServerStyle`]: geminst's own
+//! server, or rustls writing one record per send) and two client styles ([`ClientStyle`]: geminst
+//! load, or rustls one record per send) over Linux TCP (Nagle's algorithm, MSG_MORE, quick-ACK and
+//! delayed-ACK modes), described step by step in docs/wire-bytes.md with the source of each step.
 
 use serde::Serialize;
 
