@@ -522,6 +522,24 @@ fn calc_cli_reports_parts_and_rejects_bad_input() {
         geminst["to_client"]["packets"].as_u64() < rustls["to_client"]["packets"].as_u64(),
         "geminst's server sends fewer segments: {geminst:#}"
     );
+    // A TLS 1.2 client offered only TLS 1.2 (either server would pick 1.3), unless told otherwise.
+    let only = calc_json(&["--request-bytes", "1", "--response-bytes", "1", "--tls", "1.2"]);
+    let both = calc_json(&[
+        "--request-bytes",
+        "1",
+        "--response-bytes",
+        "1",
+        "--tls",
+        "1.2",
+        "--client-offers",
+        "both",
+    ]);
+    assert_eq!(
+        (only["params"]["client_offers"].as_str(), both["params"]["client_offers"].as_str()),
+        (Some("only"), Some("both"))
+    );
+    let ch = |j: &serde_json::Value| j["to_server"]["tls"]["handshake"]["bytes"].as_u64().unwrap();
+    assert!(ch(&both) > ch(&only), "{only:#}");
     // Explicit settings win over the style's defaults.
     let two = calc_json(&[
         "--request-bytes",

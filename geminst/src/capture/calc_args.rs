@@ -106,9 +106,10 @@ pub struct CalcArgs {
     /// Key-exchange group
     #[arg(long, value_enum, default_value = "x25519")]
     pub kx: KxArg,
-    /// TLS versions the client offers
-    #[arg(long, value_enum, default_value = "both")]
-    pub client_offers: OffersArg,
+    /// TLS versions the client offers [default: both with --tls 1.3; only with --tls 1.2, since
+    /// both servers modelled prefer TLS 1.3 and a client offering both would get it]
+    #[arg(long, value_enum)]
+    pub client_offers: Option<OffersArg>,
     /// Host name the client sends in SNI; "none" for none (a client connecting to an IP address)
     #[arg(long, default_value = "localhost")]
     pub sni: String,
@@ -185,9 +186,9 @@ impl CalcArgs {
                 KxArg::P384 => KeyExchange::Secp384r1,
                 KxArg::X25519mlkem768 => KeyExchange::X25519Mlkem768,
             },
-            client_offers: match self.client_offers {
-                OffersArg::Only => ClientOffers::Only,
-                OffersArg::Both => ClientOffers::Both,
+            client_offers: match (self.client_offers, self.tls) {
+                (Some(OffersArg::Only), _) | (None, TlsArg::V12) => ClientOffers::Only,
+                (Some(OffersArg::Both), _) | (None, TlsArg::V13) => ClientOffers::Both,
             },
             sni_host: (self.sni != "none").then(|| self.sni.clone()),
             tickets: self.tickets.unwrap_or(defaults.tickets),
