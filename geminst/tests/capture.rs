@@ -4,6 +4,7 @@
 //! against the bytes each end wrote, and `geminst calc` against the measurements.
 
 mod gemini;
+mod serve_calc;
 mod tcpdump;
 
 use std::{
@@ -402,6 +403,10 @@ fn root_calc_predicts_measured_bytes_within_2_percent() {
         let mss = u64::from(c0.to_server.mss_option.unwrap().min(c0.to_client.mss_option.unwrap())) - 12;
         let v = if *tls == Tls::V13 { "1.3" } else { "1.2" };
         let json = calc_json(&[
+            "--server",
+            "rustls",
+            "--client",
+            "rustls",
             "--request-bytes",
             &req.to_string(),
             "--response-bytes",
@@ -475,7 +480,8 @@ fn calc_json(args: &[&str]) -> serde_json::Value {
 #[test]
 fn calc_cli_reports_parts_and_rejects_bad_input() {
     let out = Command::new(util::geminst())
-        .args(["calc", "--request-bytes", "30", "--response-bytes", "100", "--tls", "1.2", "--ipv6"])
+        .args(["calc", "--server", "rustls", "--client", "rustls"])
+        .args(["--request-bytes", "30", "--response-bytes", "100", "--tls", "1.2", "--ipv6"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -485,6 +491,71 @@ fn calc_cli_reports_parts_and_rejects_bad_input() {
     {
         assert!(text.contains(part), "{part} missing from:\n{text}");
     }
+    // The default is geminst's server and geminst load: the TLS 1.3 ticket, the response and
+    // close_notify leave together with the FIN; TLS_AES_128_GCM_SHA256, one ticket, no stalls.
+    let out = Command::new(util::geminst())
+        .args(["calc", "--request-bytes", "256", "--response-bytes", "1024"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for part in [
+        "server geminst serve",
+        "TLS_AES_128_GCM_SHA256",
+        "1 session ticket(s)",
+        "TLS ServerHello + TLS ChangeCipherSpec + TLS EncryptedExtensions",
+        "TLS ChangeCipherSpec + TLS Finished + request",
+        "TLS NewSessionTicket + response + close_notify + FIN",
+    ] {
+        assert!(text.contains(part), "{part} missing from:\n{text}");
+    }
+    assert!(!text.contains("delayed-ACK stalls"), "{text}");
+    let geminst = calc_json(&["--request-bytes", "256", "--response-bytes", "1024"]);
+    let rustls = calc_json(&["--request-bytes", "256", "--response-bytes", "1024", "--server", "rustls"]);
+    assert_eq!(geminst["params"]["server"], "geminst");
+    assert_eq!(
+        (geminst["params"]["tickets"].as_u64(), rustls["params"]["tickets"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(rustls["params"]["cipher"], "aes256_gcm");
+    assert!(
+        geminst["to_client"]["packets"].as_u64() < rustls["to_client"]["packets"].as_u64(),
+        "geminst's server sends fewer segments: {geminst:#}"
+    );
+    // A TLS 1.2 client offered only TLS 1.2 (either server would pick 1.3), unless told otherwise.
+    let only = calc_json(&["--request-bytes", "1", "--response-bytes", "1", "--tls", "1.2"]);
+    let both = calc_json(&[
+        "--request-bytes",
+        "1",
+        "--response-bytes",
+        "1",
+        "--tls",
+        "1.2",
+        "--client-offers",
+        "both",
+    ]);
+    assert_eq!(
+        (only["params"]["client_offers"].as_str(), both["params"]["client_offers"].as_str()),
+        (Some("only"), Some("both"))
+    );
+    let ch = |j: &serde_json::Value| j["to_server"]["tls"]["handshake"]["bytes"].as_u64().unwrap();
+    assert!(ch(&both) > ch(&only), "{only:#}");
+    // Explicit settings win over the style's defaults.
+    let two = calc_json(&[
+        "--request-bytes",
+        "256",
+        "--response-bytes",
+        "1024",
+        "--tickets",
+        "2",
+        "--cipher",
+        "chacha20",
+    ]);
+    assert_eq!(
+        (two["params"]["tickets"].as_u64(), two["params"]["cipher"].as_str()),
+        (Some(2), Some("chacha20_poly1305"))
+    );
+
     let json = calc_json(&["--request-bytes", "1", "--response-bytes", "1048576", "--mss", "1448"]);
     let parts = json["parts"].as_array().unwrap();
     let sum: u64 = parts.iter().map(|p| p["frame_bytes"].as_u64().unwrap()).sum();
@@ -499,7 +570,9 @@ fn calc_cli_reports_parts_and_rejects_bad_input() {
     let dir = util::temp_dir("capture-calc-cli");
     let not_pem = dir.join("not.pem");
     std::fs::write(&not_pem, "hello").unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
+        (&["--request-bytes", "1", "--response-bytes", "1", "--server", "nginx"], "--server"),
+        (&["--request-bytes", "1", "--response-bytes", "1099511627776", "--mss", "1448"], "segments"),
         (&["--request-bytes", "0", "--response-bytes", "1"], "--request-bytes"),
         (&["--request-bytes", "1", "--response-bytes", "1", "--mss", "5"], "--mss"),
         (&["--request-bytes", "1", "--response-bytes", "1", "--cert", not_pem.to_str().unwrap()], "not.pem"),

@@ -4,18 +4,19 @@
 //!
 //! Sizes of messages and records come from the specifications (RFC 8446 for TLS 1.3; RFC 5246,
 //! RFC 5288, RFC 8422, RFC 7627, RFC 5746 for TLS 1.2; RFC 6066 for SNI; RFC 9293 and RFC 7323
-//! for TCP; RFC 791 and RFC 8200 for IP). How messages are grouped into records and records into
-//! segments, and when a pure ACK is sent, the specifications leave to the implementation: the
-//! model here is rustls 0.23 on Linux (client and server, without TCP_NODELAY), described step by
-//! step in docs/wire-bytes.md with the mechanisms behind each step (Nagle's algorithm, Linux
-//! quick-ACK and delayed-ACK modes).
+//! for TCP; RFC 791 and RFC 8200 for IP). How messages are grouped into records, records into
+//! sends and sends into segments, and when a pure ACK is sent, the specifications leave to the
+//! implementation: the model follows one of two server styles ([`ServerStyle`]: geminst's own
+//! server, or rustls writing one record per send) and two client styles ([`ClientStyle`]: geminst
+//! load, or rustls one record per send) over Linux TCP (Nagle's algorithm, MSG_MORE, quick-ACK and
+//! delayed-ACK modes), described step by step in docs/wire-bytes.md with the source of each step.
 
 use serde::Serialize;
 
 use super::{
     certs::CertChain,
     connection::ConnWire,
-    tcp_model::{self, DELAYED_ACK_MS, Segment, Step, Write},
+    tcp_model::{self, DELAYED_ACK_MS, Link, Segment, Step, Write},
     tls_records::{RecordTally, TlsCounts, content_type},
 };
 
@@ -98,6 +99,19 @@ impl Cipher {
         }
     }
 
+    /// The cipher of a suite as rustls names it (`TLS13_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256`, ...); AES-128-GCM for a name it does not
+    /// recognise.
+    pub fn from_suite_name(name: &str) -> Cipher {
+        if name.contains("AES_256_GCM") {
+            Cipher::Aes256Gcm
+        } else if name.contains("CHACHA20") {
+            Cipher::Chacha20Poly1305
+        } else {
+            Cipher::Aes128Gcm
+        }
+    }
+
     pub fn name(self, tls: TlsVersion) -> &'static str {
         match (tls, self) {
             (TlsVersion::Tls13, Cipher::Aes128Gcm) => "TLS_AES_128_GCM_SHA256",
@@ -145,9 +159,61 @@ pub enum ClientOffers {
     Both,
 }
 
+/// How the server hands its records to the socket: which records share a system call, and how
+/// the connection ends. docs/wire-bytes.md describes each step and where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerStyle {
+    /// geminst's built-in server (geminst/src/serve/conn.rs): each handshake flight in one send;
+    /// after a TLS 1.3 handshake the session ticket waits and leaves with the response; the
+    /// response goes in sends of what rustls's 64 KiB buffer holds, the last one with
+    /// close_notify and MSG_MORE, so the FIN that shutdown sends rides on its last segment.
+    Geminst,
+    /// rustls through tokio-rustls on a stream without vectored writes (the stand-in server of
+    /// tests/capture/gemini.rs): each record its own send; the tickets right after the handshake;
+    /// the response; close_notify; then the FIN.
+    Rustls,
+}
+
+/// How the client hands its records to the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientStyle {
+    /// geminst load (geminst/src/load/client.rs): tokio-rustls on a vectored stream sends all the
+    /// records of a flight in one writev; the request is handed to rustls before the handshake,
+    /// so in TLS 1.3 it leaves with the client's Finished, and in TLS 1.2 alone once the server's
+    /// Finished has arrived.
+    Load,
+    /// rustls through tokio-rustls on a stream without vectored writes (the stand-in client of
+    /// tests/capture/gemini.rs): each record its own send; the request written after the
+    /// handshake.
+    Rustls,
+}
+
+/// TLS 1.3 session tickets geminst's server sends (`send_tls13_tickets` in serve/tls.rs).
+pub const GEMINST_TICKETS: u32 = 1;
+/// TLS 1.3 session tickets rustls sends by default (`ServerConfig::send_tls13_tickets`).
+pub const RUSTLS_TICKETS: u32 = 2;
+/// Bytes of a stateful ticket: rustls's server-side session cache names a session by a 32-byte
+/// random id (`ExpectFinished::emit_ticket` in rustls 0.23 server/tls13.rs).
+pub const STATEFUL_TICKET_BYTES: u32 = 32;
+/// rustls's limit on queued TLS bytes (DEFAULT_BUFFER_LIMIT, rustls 0.23 common_state.rs): a
+/// write of plaintext is accepted up to the limit less what is already queued, before any record
+/// overhead.
+pub const RUSTLS_BUFFER_LIMIT: u64 = 64 * 1024;
+/// Body bytes geminst's server hands to rustls per call (`BLOCK` and `CHUNK`, serve/conn.rs and
+/// serve/bench_routes.rs); the header goes with the first piece.
+pub const GEMINST_BODY_PIECE: u64 = 64 * 1024;
+/// The most segments one prediction may model (bounds its time and memory).
+pub const MAX_SEGMENTS: u64 = 1 << 22;
+
 /// One client end of the link and what it does: see [`predict`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CalcParams {
+    /// How the server writes.
+    pub server: ServerStyle,
+    /// How the client writes.
+    pub client: ClientStyle,
     /// The request as the client writes it (URL and CRLF).
     pub request_bytes: u64,
     /// Response body bytes.
@@ -169,16 +235,16 @@ pub struct CalcParams {
     pub client_offers: ClientOffers,
     /// The host name the client sends in SNI (none for an IP address).
     pub sni_host: Option<String>,
-    /// TLS 1.3 NewSessionTicket messages the server sends after the handshake (rustls and
-    /// OpenSSL send 2).
+    /// TLS 1.3 NewSessionTicket messages the server sends after the handshake (geminst's server
+    /// sends 1; rustls and OpenSSL send 2 by default).
     pub tickets: u32,
-    /// Bytes of each ticket (rustls with its default in-memory session cache: a 32-byte id).
+    /// Bytes of each ticket (rustls with a server-side session cache: a 32-byte id).
     pub ticket_bytes: u32,
     /// The server's certificate chain.
     pub cert: CertChain,
     /// TCP_NODELAY on the client's socket (geminst load sets it).
     pub client_nodelay: bool,
-    /// TCP_NODELAY on the server's socket.
+    /// TCP_NODELAY on the server's socket (geminst's server sets it).
     pub server_nodelay: bool,
     /// Whether the client sends its own close_notify before closing (geminst load does not;
     /// a client that calls shutdown on its TLS stream does).
@@ -186,8 +252,33 @@ pub struct CalcParams {
 }
 
 impl Default for CalcParams {
+    /// geminst load against geminst's built-in server: [`CalcParams::geminst`].
     fn default() -> Self {
+        Self::geminst()
+    }
+}
+
+impl CalcParams {
+    /// geminst load against geminst's built-in server: its TLS_AES_128_GCM_SHA256 preference,
+    /// one stateful ticket, TCP_NODELAY on both ends, the client closing without close_notify.
+    pub fn geminst() -> Self {
         Self {
+            server: ServerStyle::Geminst,
+            client: ClientStyle::Load,
+            cipher: Cipher::Aes128Gcm,
+            tickets: GEMINST_TICKETS,
+            server_nodelay: true,
+            ..Self::rustls()
+        }
+    }
+
+    /// The stand-in rustls server and client of the first measurements (tests/capture/gemini.rs):
+    /// rustls's default ciphers (AES-256-GCM first) and two tickets, no TCP_NODELAY on the
+    /// server; the client with TCP_NODELAY and without close_notify, as geminst load.
+    pub fn rustls() -> Self {
+        Self {
+            server: ServerStyle::Rustls,
+            client: ClientStyle::Rustls,
             request_bytes: 1,
             response_body_bytes: 0,
             response_header_bytes: DEFAULT_RESPONSE_HEADER,
@@ -200,17 +291,40 @@ impl Default for CalcParams {
             key_exchange: KeyExchange::X25519,
             client_offers: ClientOffers::Both,
             sni_host: Some("localhost".into()),
-            tickets: 2,
-            ticket_bytes: 32,
+            tickets: RUSTLS_TICKETS,
+            ticket_bytes: STATEFUL_TICKET_BYTES,
             cert: CertChain::typical(),
             client_nodelay: true,
             server_nodelay: false,
             client_close_notify: false,
         }
     }
-}
 
-impl CalcParams {
+    /// geminst load against geminst's server, on a connection that negotiated `tls` with the
+    /// suite rustls names `suite` (as the server logs them). The server prefers TLS 1.3, so a
+    /// connection that negotiated TLS 1.2 came from a client that offered only TLS 1.2 (as
+    /// `geminst load --tls 1.2` does); for TLS 1.3 the client is taken to offer both versions, as
+    /// load does by default.
+    pub fn geminst_negotiated(tls: TlsVersion, suite: &str) -> Self {
+        Self {
+            tls,
+            cipher: Cipher::from_suite_name(suite),
+            client_offers: match tls {
+                TlsVersion::Tls12 => ClientOffers::Only,
+                TlsVersion::Tls13 => ClientOffers::Both,
+            },
+            ..Self::geminst()
+        }
+    }
+
+    /// The defaults of a server style.
+    pub fn for_server(style: ServerStyle) -> Self {
+        match style {
+            ServerStyle::Geminst => Self::geminst(),
+            ServerStyle::Rustls => Self::rustls(),
+        }
+    }
+
     /// Takes the MSS and IP version from a captured connection: the smaller MSS option of the two
     /// SYNs less the timestamp options, and IPv6 if the addresses are.
     pub fn with_wire(mut self, conn: &ConnWire) -> Self {
@@ -231,8 +345,20 @@ impl CalcParams {
         if self.request_bytes > 1 << 30 || self.response_body_bytes > 1 << 40 {
             return Err("sizes are limited to 1 GiB for the request and 1 TiB for the response".into());
         }
+        if self.response_header_bytes > 1 << 30 {
+            return Err("--response-header-bytes is limited to 1 GiB".into());
+        }
         if !(64..=65495).contains(&self.mss) {
             return Err(format!("--mss {} is outside 64..=65495", self.mss));
+        }
+        let segments = (self.request_bytes + self.response_header_bytes + self.response_body_bytes)
+            / u64::from(self.mss);
+        if segments > MAX_SEGMENTS {
+            return Err(format!(
+                "--request-bytes and --response-bytes at --mss {} make about {segments} segments; the \
+                 calculator models at most {MAX_SEGMENTS}",
+                self.mss
+            ));
         }
         if self.link_header_bytes > 64 {
             return Err(format!("--link-header-bytes {} is more than 64", self.link_header_bytes));
@@ -271,7 +397,7 @@ pub struct Part {
     /// How its bytes add up.
     pub detail: String,
     /// Where the sizes and the behaviour come from.
-    pub source: &'static str,
+    pub source: String,
     /// TLS records (content type on the wire, bytes with header).
     pub records: Vec<(u8, u64)>,
     pub tcp_payload_bytes: u64,
@@ -345,7 +471,7 @@ impl Headers {
         from: Side,
         name: String,
         detail: String,
-        source: &'static str,
+        source: &str,
         records: Vec<(u8, u64)>,
         payload: u64,
         packets: u64,
@@ -358,7 +484,7 @@ impl Headers {
             name,
             from,
             detail,
-            source,
+            source: source.to_string(),
             records,
             tcp_payload_bytes: payload,
             packets,
@@ -370,7 +496,8 @@ impl Headers {
     }
 }
 
-/// One application write of the exchange and what it carries.
+/// One message of the exchange (or a group the implementation always seals together) and what
+/// it carries.
 struct Msg {
     side: Side,
     label: String,
@@ -379,24 +506,56 @@ struct Msg {
     records: Vec<(u8, u64)>,
 }
 
+/// One send: the records an application hands to the socket in one system call.
+struct Send {
+    side: Side,
+    /// The messages whose records it carries, in order.
+    msgs: Vec<usize>,
+    records: Vec<(u8, u64)>,
+    /// Sent with MSG_MORE.
+    more: bool,
+}
+
 /// The exchange as the two applications perform it, in order.
 #[derive(Default)]
 struct Script {
     msgs: Vec<Msg>,
+    sends: Vec<Send>,
     steps: Vec<Step>,
 }
 
 impl Script {
-    fn write(
+    /// Registers a message; [`Script::send`] puts it on the wire.
+    fn msg(
         &mut self,
         side: Side,
         label: &str,
         detail: String,
         source: &'static str,
         records: Vec<(u8, u64)>,
-    ) {
-        self.steps.push(Step::Write(self.msgs.len()));
+    ) -> usize {
         self.msgs.push(Msg { side, label: label.to_string(), detail, source, records });
+        self.msgs.len() - 1
+    }
+
+    /// One send carrying the whole of each message.
+    fn send(&mut self, msgs: &[usize]) {
+        let side = self.msgs[msgs[0]].side;
+        let records = msgs.iter().flat_map(|&m| self.msgs[m].records.iter().copied()).collect();
+        self.send_records(side, msgs.to_vec(), records, false);
+    }
+
+    /// One send per message.
+    fn send_each(&mut self, msgs: &[usize]) {
+        for &m in msgs {
+            self.send(&[m]);
+        }
+    }
+
+    /// One send of the given records, which belong to `msgs`.
+    fn send_records(&mut self, side: Side, msgs: Vec<usize>, records: Vec<(u8, u64)>, more: bool) {
+        self.steps.push(Step::Write(self.sends.len()));
+        self.sends.push(Send { side, msgs, records, more });
     }
 
     fn close(&mut self, side: Side) {
@@ -420,6 +579,10 @@ const SRC_NST: &str = "RFC 8446 §4.6.1";
 const SRC_FLIGHT12: &str = "RFC 5246 §7.4.1.3, §7.4.2, §7.4.5; RFC 8422 §5.4; RFC 5746; RFC 7627";
 const SRC_CKE: &str = "RFC 8422 §5.7";
 const SRC_FIN12: &str = "RFC 5246 §7.1, §7.4.9; RFC 5288 §3";
+const SRC_GEMINST_RESPONSE: &str = "RFC 8446 §5.1, §5.2; RFC 5246 §6.2.3.3, RFC 5288 §3; sends: serve/conn.rs `respond`, \
+     rustls 0.23 DEFAULT_BUFFER_LIMIT";
+const SRC_GEMINST_CLOSE: &str =
+    "RFC 8446 §6.1 close_notify; serve/conn.rs `flush_last` (MSG_MORE) and `close` (shutdown)";
 
 /// The ClientHello body (RFC 8446 §4.1.2) as rustls 0.23 sends it on a first visit, and a
 /// description of its parts.
@@ -524,18 +687,21 @@ pub fn predict(p: &CalcParams) -> Result<Prediction, String> {
     let mut script = Script::default();
     let (ch_body, ch_detail) = client_hello(p);
     let ch = RECORD_HEADER + HANDSHAKE_HEADER + ch_body;
-    script.write(Side::Client, "TLS ClientHello", ch_detail, SRC_CH, vec![(content_type::HANDSHAKE, ch)]);
+    let ch =
+        script.msg(Side::Client, "TLS ClientHello", ch_detail, SRC_CH, vec![(content_type::HANDSHAKE, ch)]);
+    script.send(&[ch]);
     match p.tls {
         TlsVersion::Tls13 => tls13(p, &mut script),
         TlsVersion::Tls12 => tls12(p, &mut script),
     }
     let writes: Vec<Write> = script
-        .msgs
+        .sends
         .iter()
-        .map(|m| Write { side: m.side, bytes: m.records.iter().map(|r| r.1).sum() })
+        .map(|w| Write { side: w.side, bytes: w.records.iter().map(|r| r.1).sum(), more: w.more })
         .collect();
-    let outcome =
-        tcp_model::run(&writes, &script.steps, u64::from(p.mss), [p.client_nodelay, p.server_nodelay]);
+    let link =
+        Link { mss: u64::from(p.mss), nodelay: [p.client_nodelay, p.server_nodelay], tcp_header: h.tcp };
+    let outcome = tcp_model::run(&writes, &script.steps, link);
     parts.extend(parts_from(&outcome.segments, &script, &h));
 
     let mut to_server = DirPrediction::default();
@@ -572,17 +738,21 @@ pub fn predict(p: &CalcParams) -> Result<Prediction, String> {
 /// Groups the model's segments into named parts: the segments of one write (with the other
 /// side's pure ACKs between them gathered into one part after), or consecutive pure ACKs.
 fn parts_from(segments: &[Segment], script: &Script, h: &Headers) -> Vec<Part> {
+    // A segment continues the part of the one before if it carries more of the same send, or
+    // more of the same message (a response cut into several sends).
+    let last_msg = |s: &Segment| s.writes.last().and_then(|&w| script.sends[w].msgs.last().copied());
+    let first_msg = |s: &Segment| s.writes.first().and_then(|&w| script.sends[w].msgs.first().copied());
     let continues = |a: &Segment, b: &Segment| {
         a.side == b.side
             && !a.pure_ack
             && !b.pure_ack
             && !a.fin
             && b.payload > 0
-            && a.writes.last() == b.writes.first()
+            && (a.writes.last() == b.writes.first() || last_msg(a).is_some_and(|m| Some(m) == first_msg(b)))
     };
     let is_plain_ack_of = |s: &Segment, side: Side| s.side != side && s.pure_ack && !s.timer;
     let mut parts = Vec::new();
-    let mut placed = vec![false; script.msgs.len()];
+    let mut placed = vec![false; script.sends.len()];
     let mut i = 0;
     while i < segments.len() {
         let first = &segments[i];
@@ -639,35 +809,53 @@ fn parts_from(segments: &[Segment], script: &Script, h: &Headers) -> Vec<Part> {
                 false,
             )
         } else {
-            let mut msgs: Vec<usize> = Vec::new();
+            // Sends appear in order, so a repeated one is the last one seen.
+            let mut sends: Vec<usize> = Vec::new();
             for s in &group {
                 for &w in &s.writes {
-                    if !msgs.contains(&w) {
-                        msgs.push(w);
+                    if sends.last() != Some(&w) {
+                        sends.push(w);
                     }
                 }
             }
-            let mut name: Vec<&str> = msgs.iter().map(|&w| script.msgs[w].label.as_str()).collect();
+            let mut msgs: Vec<usize> = Vec::new();
+            for &w in &sends {
+                for &m in &script.sends[w].msgs {
+                    if !msgs.contains(&m) {
+                        msgs.push(m);
+                    }
+                }
+            }
+            let mut name: Vec<&str> = msgs.iter().map(|&m| script.msgs[m].label.as_str()).collect();
             if fin {
                 name.push("FIN");
             }
-            let mut detail: Vec<String> = msgs.iter().map(|&w| script.msgs[w].detail.clone()).collect();
+            let mut detail: Vec<String> = msgs.iter().map(|&m| script.msgs[m].detail.clone()).collect();
+            if sends.len() > 1 {
+                detail.push(format!("{} sends", sends.len()));
+            }
             if packets > 1 {
                 detail.push(format!("{packets} segments of at most the MSS"));
             }
             let mut records = Vec::new();
-            for &w in &msgs {
+            for &w in &sends {
                 if !placed[w] {
                     placed[w] = true;
-                    records.extend(script.msgs[w].records.iter().copied());
+                    records.extend(script.sends[w].records.iter().copied());
                 }
             }
-            let source = script.msgs[msgs[0]].source;
+            let mut sources: Vec<&str> = Vec::new();
+            for &m in &msgs {
+                if !sources.contains(&script.msgs[m].source) {
+                    sources.push(script.msgs[m].source);
+                }
+            }
+            let source = sources.join("; ");
             h.part(
                 first.side,
                 name.join(" + "),
                 detail.join("; "),
-                source,
+                &source,
                 records,
                 payload,
                 packets,
@@ -702,7 +890,7 @@ fn other(s: Side) -> Side {
     }
 }
 
-/// TLS 1.3 after the ClientHello, as rustls writes it: each record its own write.
+/// TLS 1.3 after the ClientHello.
 fn tls13(p: &CalcParams, s: &mut Script) {
     let over = p.cipher.record_overhead(TlsVersion::Tls13);
     let (_, server_share) = p.key_exchange.share_bytes();
@@ -710,7 +898,7 @@ fn tls13(p: &CalcParams, s: &mut Script) {
     // 2 + supported_versions (4+2) + key_share (4 + group 2 + length 2 + share).
     let sh_body = 2 + 32 + 1 + 32 + 2 + 1 + 2 + 6 + 4 + 4 + server_share;
     let sh = RECORD_HEADER + HANDSHAKE_HEADER + sh_body;
-    s.write(
+    let sh = s.msg(
         Side::Server,
         "TLS ServerHello",
         format!("record 5 + handshake 4 + ServerHello {sh_body} (key share {server_share})"),
@@ -718,7 +906,7 @@ fn tls13(p: &CalcParams, s: &mut Script) {
         vec![(content_type::HANDSHAKE, sh)],
     );
     let ccs = RECORD_HEADER + CCS_BODY;
-    s.write(
+    let server_ccs = s.msg(
         Side::Server,
         "TLS ChangeCipherSpec",
         "record 5 + 1, unencrypted".into(),
@@ -734,7 +922,7 @@ fn tls13(p: &CalcParams, s: &mut Script) {
     let fin = HANDSHAKE_HEADER + p.cipher.hash_len();
     let flight = ee + cert + cv + fin;
     let recs = split_records(flight, over);
-    s.write(
+    let flight = s.msg(
         Side::Server,
         "TLS EncryptedExtensions+Certificate+CertificateVerify+Finished",
         format!(
@@ -748,14 +936,18 @@ fn tls13(p: &CalcParams, s: &mut Script) {
         SRC_FLIGHT13,
         typed(content_type::APPLICATION_DATA, recs),
     );
-    s.write(
+    match p.server {
+        ServerStyle::Rustls => s.send_each(&[sh, server_ccs, flight]),
+        ServerStyle::Geminst => s.send(&[sh, server_ccs, flight]),
+    }
+    let client_ccs = s.msg(
         Side::Client,
         "TLS ChangeCipherSpec",
         "record 5 + 1, unencrypted".into(),
         SRC_CCS,
         vec![(content_type::CHANGE_CIPHER_SPEC, ccs)],
     );
-    s.write(
+    let client_fin = s.msg(
         Side::Client,
         "TLS Finished",
         format!("Finished {fin} + {over}"),
@@ -763,17 +955,22 @@ fn tls13(p: &CalcParams, s: &mut Script) {
         vec![(content_type::APPLICATION_DATA, fin + over)],
     );
     let req = split_records(p.request_bytes, over);
-    s.write(
+    let req = s.msg(
         Side::Client,
         "request",
         format!("{} B in {} record(s), each + {over}", p.request_bytes, req.len()),
         SRC_APP,
         typed(content_type::APPLICATION_DATA, req),
     );
+    match p.client {
+        ClientStyle::Rustls => s.send_each(&[client_ccs, client_fin, req]),
+        ClientStyle::Load => s.send(&[client_ccs, client_fin, req]),
+    }
+    let mut held = None;
     if p.tickets > 0 {
         let nst = HANDSHAKE_HEADER + 4 + 4 + 1 + 32 + 2 + u64::from(p.ticket_bytes) + 2;
         let recs = split_records(nst * u64::from(p.tickets), over);
-        s.write(
+        let tickets = s.msg(
             Side::Server,
             "TLS NewSessionTicket",
             format!(
@@ -786,37 +983,132 @@ fn tls13(p: &CalcParams, s: &mut Script) {
             SRC_NST,
             typed(content_type::APPLICATION_DATA, recs),
         );
+        match p.server {
+            ServerStyle::Rustls => s.send(&[tickets]),
+            // geminst's server leaves the tickets queued in rustls; they go with the response.
+            ServerStyle::Geminst => held = Some(tickets),
+        }
     }
-    response_and_close(p, s, over, content_type::APPLICATION_DATA, SRC_APP);
+    response_and_close(p, s, TlsVersion::Tls13, held);
 }
 
-/// The response, the server's close_notify and FIN, and the client's close.
-fn response_and_close(p: &CalcParams, s: &mut Script, over: u64, alert_type: u8, source: &'static str) {
+/// The record sizes of the response in each send geminst's server makes, given `queued` TLS bytes
+/// already in rustls's buffer (the TLS 1.3 ticket). The server hands rustls the header with the
+/// first piece of the body, then the body in pieces of [`GEMINST_BODY_PIECE`]; rustls takes
+/// plaintext up to [`RUSTLS_BUFFER_LIMIT`] less what is queued, sealing it in records of at most
+/// 2^14; when it takes less than offered, the server writes out everything queued (one send) and
+/// offers the rest. The last send is what remains, with close_notify after it (added by the
+/// caller).
+fn geminst_response_sends(header: u64, body: u64, over: u64, queued: u64) -> Vec<Vec<u64>> {
+    let mut sends = Vec::new();
+    let mut buf = Vec::new();
+    let mut buffered = queued;
+    let mut body_left = body;
+    let mut first = true;
+    loop {
+        let piece = body_left.min(GEMINST_BODY_PIECE);
+        body_left -= piece;
+        let mut left = piece + if std::mem::take(&mut first) { header } else { 0 };
+        while left > 0 {
+            let n = left.min(RUSTLS_BUFFER_LIMIT.saturating_sub(buffered));
+            for r in split_records(n, over) {
+                buffered += r;
+                buf.push(r);
+            }
+            left -= n;
+            if left > 0 {
+                sends.push(std::mem::take(&mut buf));
+                buffered = 0;
+            }
+        }
+        if body_left == 0 {
+            break;
+        }
+    }
+    sends.push(buf);
+    sends
+}
+
+/// The response, the server's close_notify and FIN, and the client's close. `held`: the TLS 1.3
+/// tickets geminst's server sends with the response.
+fn response_and_close(p: &CalcParams, s: &mut Script, tls: TlsVersion, held: Option<usize>) {
+    let over = p.cipher.record_overhead(tls);
+    let (alert_type, source) = match tls {
+        TlsVersion::Tls13 => (content_type::APPLICATION_DATA, SRC_APP),
+        TlsVersion::Tls12 => (content_type::ALERT, SRC_APP12),
+    };
     let response = p.response_header_bytes + p.response_body_bytes;
-    let resp = split_records(response, over);
-    s.write(
-        Side::Server,
-        "response",
-        format!(
-            "header {} + body {} = {response} B in {} record(s), each + {over}",
-            p.response_header_bytes,
-            p.response_body_bytes,
-            resp.len()
-        ),
-        source,
-        typed(content_type::APPLICATION_DATA, resp),
-    );
-    let close = ALERT_BODY + over;
-    let detail = format!("alert 2 + {over}");
-    s.write(Side::Server, "close_notify", detail.clone(), SRC_CLOSE, vec![(alert_type, close)]);
+    let close = (alert_type, ALERT_BODY + over);
+    let close_detail = format!("alert 2 + {over}");
+    let head = format!("header {} + body {} = {response} B", p.response_header_bytes, p.response_body_bytes);
+    match p.server {
+        ServerStyle::Rustls => {
+            let recs = split_records(response, over);
+            let detail = format!("{head} in {} record(s), each + {over}", recs.len());
+            let resp =
+                s.msg(Side::Server, "response", detail, source, typed(content_type::APPLICATION_DATA, recs));
+            let close = s.msg(Side::Server, "close_notify", close_detail.clone(), SRC_CLOSE, vec![close]);
+            s.send(&[resp]);
+            s.send(&[close]);
+        }
+        ServerStyle::Geminst => {
+            let ticket_records = held.map(|t| s.msgs[t].records.clone()).unwrap_or_default();
+            let queued = ticket_records.iter().map(|r| r.1).sum();
+            let sends = geminst_response_sends(p.response_header_bytes, p.response_body_bytes, over, queued);
+            let all: Vec<u64> = sends.iter().flatten().copied().collect();
+            let detail = format!(
+                "{head} in {} record(s), each + {over}, in {} send(s) of what rustls's {} KiB buffer holds{}",
+                all.len(),
+                sends.len(),
+                RUSTLS_BUFFER_LIMIT / 1024,
+                if held.is_some() { " (the ticket queued first)" } else { "" }
+            );
+            let resp = s.msg(
+                Side::Server,
+                "response",
+                detail,
+                SRC_GEMINST_RESPONSE,
+                typed(content_type::APPLICATION_DATA, all),
+            );
+            let close_msg = s.msg(
+                Side::Server,
+                "close_notify",
+                format!("{close_detail}, in the last send, with MSG_MORE"),
+                SRC_GEMINST_CLOSE,
+                vec![close],
+            );
+            let n = sends.len();
+            for (i, recs) in sends.into_iter().enumerate() {
+                let mut msgs = Vec::new();
+                let mut records = Vec::new();
+                if i == 0
+                    && let Some(t) = held
+                {
+                    msgs.push(t);
+                    records.extend(ticket_records.iter().copied());
+                }
+                if !recs.is_empty() {
+                    msgs.push(resp);
+                    records.extend(typed(content_type::APPLICATION_DATA, recs));
+                }
+                let last = i + 1 == n;
+                if last {
+                    msgs.push(close_msg);
+                    records.push(close);
+                }
+                s.send_records(Side::Server, msgs, records, last);
+            }
+        }
+    }
     s.close(Side::Server);
     if p.client_close_notify {
-        s.write(Side::Client, "close_notify", detail, SRC_CLOSE, vec![(alert_type, close)]);
+        let close = s.msg(Side::Client, "close_notify", close_detail, SRC_CLOSE, vec![close]);
+        s.send(&[close]);
     }
     s.close(Side::Client);
 }
 
-/// TLS 1.2 (ECDHE with an AEAD) after the ClientHello, as rustls writes it.
+/// TLS 1.2 (ECDHE with an AEAD) after the ClientHello.
 fn tls12(p: &CalcParams, s: &mut Script) {
     let over = p.cipher.record_overhead(TlsVersion::Tls12);
     let (_, share) = p.key_exchange.share_bytes();
@@ -831,7 +1123,7 @@ fn tls12(p: &CalcParams, s: &mut Script) {
     let shd = HANDSHAKE_HEADER;
     let flight = sh + cert + ske + shd;
     let recs = split_records(flight, RECORD_HEADER);
-    s.write(
+    let flight = s.msg(
         Side::Server,
         "TLS ServerHello+Certificate+ServerKeyExchange+ServerHelloDone",
         format!(
@@ -845,8 +1137,9 @@ fn tls12(p: &CalcParams, s: &mut Script) {
         SRC_FLIGHT12,
         typed(content_type::HANDSHAKE, recs),
     );
+    s.send(&[flight]);
     let cke = RECORD_HEADER + HANDSHAKE_HEADER + 1 + share;
-    s.write(
+    let cke = s.msg(
         Side::Client,
         "TLS ClientKeyExchange",
         format!("record 5 + handshake 4 + point 1+{share}"),
@@ -856,31 +1149,43 @@ fn tls12(p: &CalcParams, s: &mut Script) {
     let ccs = RECORD_HEADER + CCS_BODY;
     // Finished is encrypted: verify_data 12 in a handshake message, sealed.
     let fin = HANDSHAKE_HEADER + TLS12_VERIFY_DATA + over;
-    for side in [Side::Client, Side::Server] {
-        s.write(
+    let finish = |s: &mut Script, side: Side| {
+        let c = s.msg(
             side,
             "TLS ChangeCipherSpec",
             "record 5 + 1".into(),
             SRC_FIN12,
             vec![(content_type::CHANGE_CIPHER_SPEC, ccs)],
         );
-        s.write(
+        let f = s.msg(
             side,
             "TLS Finished",
             format!("Finished 16 + {over}"),
             SRC_FIN12,
             vec![(content_type::HANDSHAKE, fin)],
         );
+        [c, f]
+    };
+    let [client_ccs, client_fin] = finish(s, Side::Client);
+    match p.client {
+        ClientStyle::Rustls => s.send_each(&[cke, client_ccs, client_fin]),
+        ClientStyle::Load => s.send(&[cke, client_ccs, client_fin]),
+    }
+    let [server_ccs, server_fin] = finish(s, Side::Server);
+    match p.server {
+        ServerStyle::Rustls => s.send_each(&[server_ccs, server_fin]),
+        ServerStyle::Geminst => s.send(&[server_ccs, server_fin]),
     }
     let req = split_records(p.request_bytes, over);
-    s.write(
+    let req = s.msg(
         Side::Client,
         "request",
         format!("{} B in {} record(s), each + {over}", p.request_bytes, req.len()),
         SRC_APP12,
         typed(content_type::APPLICATION_DATA, req),
     );
-    response_and_close(p, s, over, content_type::ALERT, SRC_APP12);
+    s.send(&[req]);
+    response_and_close(p, s, TlsVersion::Tls12, None);
 }
 
 /// Relative difference of a measurement from a prediction: (measured − predicted) / predicted.
@@ -904,7 +1209,7 @@ mod tests {
             mss: 65483,
             client_offers: ClientOffers::Only,
             cert: CertChain { der_bytes: vec![354], key: "ECDSA P-256".into(), signature_bytes: 72 },
-            ..CalcParams::default()
+            ..CalcParams::rustls()
         }
     }
 
@@ -997,5 +1302,79 @@ mod tests {
         assert_eq!(HANDSHAKE_HEADER + b13, 223);
         let (b12, _) = client_hello(&params(TlsVersion::Tls12));
         assert_eq!(HANDSHAKE_HEADER + b12, 145);
+    }
+
+    /// geminst load against geminst serve on loopback with the server's 349-byte certificate,
+    /// as `root_calc_predicts_geminst_serve` measured them (frames and packets per direction).
+    #[test]
+    fn geminst_style_matches_measured_loopback_connections() {
+        let cert = CertChain { der_bytes: vec![349], key: "ECDSA P-256".into(), signature_bytes: 71 };
+        let cases = [
+            (TlsVersion::Tls13, 41, 1, (6, 763), (5, 1145)),
+            (TlsVersion::Tls13, 1024, 16_369, (7, 1812), (5, 17_513)),
+            (TlsVersion::Tls12, 41, 1, (7, 783), (6, 1103)),
+            (TlsVersion::Tls12, 512, 30_000, (8, 1320), (6, 31_131)),
+        ];
+        for (tls, req, body, up, down) in cases {
+            let suite = if tls == TlsVersion::Tls13 {
+                "TLS13_AES_128_GCM_SHA256"
+            } else {
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+            };
+            let p = CalcParams {
+                request_bytes: req,
+                response_body_bytes: body,
+                mss: 65483,
+                cert: cert.clone(),
+                ..CalcParams::geminst_negotiated(tls, suite)
+            };
+            let pr = predict(&p).unwrap();
+            assert_eq!((pr.to_server.packets, pr.to_server.frame_bytes), up, "{tls:?} {req} {body}");
+            assert_eq!((pr.to_client.packets, pr.to_client.frame_bytes), down, "{tls:?} {req} {body}");
+            assert_eq!(pr.delayed_ack_stalls, 0);
+            // The response, close_notify (and in TLS 1.3 the ticket) and the FIN in one segment.
+            let last = pr.parts.iter().rfind(|x| x.from == Side::Server && x.tcp_payload_bytes > 0).unwrap();
+            assert_eq!(last.packets, 1, "{last:#?}");
+            assert!(last.name.ends_with("response + close_notify + FIN"), "{}", last.name);
+            assert_eq!(last.name.starts_with("TLS NewSessionTicket"), tls == TlsVersion::Tls13);
+        }
+    }
+
+    /// The response cut as geminst's server and rustls's 64 KiB buffer cut it: 100000 body bytes
+    /// after a 103-byte ticket go in two sends, the first ending where the buffer filled.
+    #[test]
+    fn geminst_response_sends_follow_the_rustls_buffer() {
+        let sends = geminst_response_sends(15, 100_000, 22, 103);
+        // 65536 − 103 = 65433 plaintext bytes accepted first: 3 full records and 16281.
+        assert_eq!(sends[0], vec![16_406, 16_406, 16_406, 16_303]);
+        // The other 118 bytes of the first piece, then the second piece of 34464.
+        assert_eq!(sends[1], vec![140, 16_406, 16_406, 1_718]);
+        assert_eq!(sends.len(), 2);
+        let plaintext: u64 = sends.iter().flatten().map(|r| r - 22).sum();
+        assert_eq!(plaintext, 100_015);
+        // Small responses: one send; no body: the header alone.
+        assert_eq!(geminst_response_sends(15, 1024, 22, 103), vec![vec![1061]]);
+        assert_eq!(geminst_response_sends(30, 0, 29, 0), vec![vec![59]]);
+        // 1 MiB in TLS 1.3: 80 response records (measured: 83 application_data records with the
+        // encrypted flight, the ticket and close_notify), in 17 sends.
+        let sends = geminst_response_sends(15, 1 << 20, 22, 103);
+        assert_eq!(sends.iter().flatten().count(), 80);
+        assert_eq!(sends.len(), 17);
+        let p = CalcParams { response_body_bytes: 1 << 20, mss: 65483, ..CalcParams::geminst() };
+        let pr = predict(&p).unwrap();
+        assert_eq!(pr.to_client.tls.application_data.records, 83);
+        // In the rustls style the same response is ⌈1048591 / 2^14⌉ = 65 records (with the flight,
+        // the ticket and close_notify around them).
+        let pr = predict(&CalcParams { server: ServerStyle::Rustls, ..p }).unwrap();
+        assert_eq!(pr.to_client.tls.application_data.records, 1 + 1 + 65 + 1);
+    }
+
+    #[test]
+    fn too_many_segments_is_bad_input() {
+        let p = CalcParams { response_body_bytes: 1 << 40, mss: 1448, ..CalcParams::geminst() };
+        let e = predict(&p).unwrap_err();
+        assert!(e.contains("segments") && e.contains("--mss 1448"), "{e}");
+        let p = CalcParams { response_body_bytes: 1 << 30, mss: 1448, ..CalcParams::geminst() };
+        assert!(predict(&p).is_ok());
     }
 }

@@ -6,7 +6,10 @@ use anyhow::Result;
 use clap::{ArgAction, Args, ValueEnum};
 
 use super::{
-    calc::{self, CalcParams, Cipher, ClientOffers, KeyExchange, Prediction, Side, TlsVersion},
+    calc::{
+        self, CalcParams, Cipher, ClientOffers, ClientStyle, KeyExchange, Prediction, ServerStyle, Side,
+        TlsVersion,
+    },
     certs::CertChain,
 };
 use crate::exit::bad_input;
@@ -42,8 +45,31 @@ pub enum OffersArg {
     Both,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServerArg {
+    /// geminst's built-in server (geminst serve)
+    Geminst,
+    /// rustls through tokio-rustls, one record per send, Nagle on (the stand-in of the capture tests)
+    Rustls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClientArg {
+    /// geminst load
+    Load,
+    /// rustls through tokio-rustls, one record per send, the request after the handshake
+    Rustls,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct CalcArgs {
+    /// How the server writes: its records per send, tickets, and how it closes; also sets the
+    /// defaults of --cipher, --tickets and --server-nodelay
+    #[arg(long, value_enum, default_value = "geminst")]
+    pub server: ServerArg,
+    /// How the client writes its records
+    #[arg(long, value_enum, default_value = "load")]
+    pub client: ClientArg,
     /// Request bytes as the client writes them (the URL and CRLF)
     #[arg(long, value_name = "N")]
     pub request_bytes: u64,
@@ -73,30 +99,34 @@ pub struct CalcArgs {
     /// TCP timestamps off (net.ipv4.tcp_timestamps = 0)
     #[arg(long)]
     pub no_timestamps: bool,
-    /// AEAD cipher negotiated
-    #[arg(long, value_enum, default_value = "aes256gcm")]
-    pub cipher: CipherArg,
+    /// AEAD cipher negotiated [default: aes128gcm with --server geminst (its preference),
+    /// aes256gcm with --server rustls (rustls's default order)]
+    #[arg(long, value_enum)]
+    pub cipher: Option<CipherArg>,
     /// Key-exchange group
     #[arg(long, value_enum, default_value = "x25519")]
     pub kx: KxArg,
-    /// TLS versions the client offers
-    #[arg(long, value_enum, default_value = "both")]
-    pub client_offers: OffersArg,
+    /// TLS versions the client offers [default: both with --tls 1.3; only with --tls 1.2, since
+    /// both servers modelled prefer TLS 1.3 and a client offering both would get it]
+    #[arg(long, value_enum)]
+    pub client_offers: Option<OffersArg>,
     /// Host name the client sends in SNI; "none" for none (a client connecting to an IP address)
     #[arg(long, default_value = "localhost")]
     pub sni: String,
-    /// TLS 1.3 session tickets the server sends
-    #[arg(long, default_value_t = 2)]
-    pub tickets: u32,
+    /// TLS 1.3 session tickets the server sends [default: 1 with --server geminst, 2 with
+    /// --server rustls]
+    #[arg(long)]
+    pub tickets: Option<u32>,
     /// Bytes of each session ticket
     #[arg(long, default_value_t = 32)]
     pub ticket_bytes: u32,
     /// TCP_NODELAY on the client's socket (geminst load sets it)
     #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set)]
     pub client_nodelay: bool,
-    /// TCP_NODELAY on the server's socket
-    #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set)]
-    pub server_nodelay: bool,
+    /// TCP_NODELAY on the server's socket [default: true with --server geminst, false with
+    /// --server rustls]
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set)]
+    pub server_nodelay: Option<bool>,
     /// The client sends its own close_notify before closing (geminst load does not)
     #[arg(long, value_name = "BOOL", default_value_t = false, action = ArgAction::Set)]
     pub client_close_notify: bool,
@@ -122,7 +152,17 @@ impl CalcArgs {
                 }
             }
         };
+        let server = match self.server {
+            ServerArg::Geminst => ServerStyle::Geminst,
+            ServerArg::Rustls => ServerStyle::Rustls,
+        };
+        let defaults = CalcParams::for_server(server);
         Ok(CalcParams {
+            server,
+            client: match self.client {
+                ClientArg::Load => ClientStyle::Load,
+                ClientArg::Rustls => ClientStyle::Rustls,
+            },
             request_bytes: self.request_bytes,
             response_body_bytes: self.response_bytes,
             response_header_bytes: self.response_header_bytes,
@@ -135,9 +175,10 @@ impl CalcArgs {
             link_header_bytes: self.link_header_bytes,
             tcp_timestamps: !self.no_timestamps,
             cipher: match self.cipher {
-                CipherArg::Aes128gcm => Cipher::Aes128Gcm,
-                CipherArg::Aes256gcm => Cipher::Aes256Gcm,
-                CipherArg::Chacha20 => Cipher::Chacha20Poly1305,
+                None => defaults.cipher,
+                Some(CipherArg::Aes128gcm) => Cipher::Aes128Gcm,
+                Some(CipherArg::Aes256gcm) => Cipher::Aes256Gcm,
+                Some(CipherArg::Chacha20) => Cipher::Chacha20Poly1305,
             },
             key_exchange: match self.kx {
                 KxArg::X25519 => KeyExchange::X25519,
@@ -145,16 +186,16 @@ impl CalcArgs {
                 KxArg::P384 => KeyExchange::Secp384r1,
                 KxArg::X25519mlkem768 => KeyExchange::X25519Mlkem768,
             },
-            client_offers: match self.client_offers {
-                OffersArg::Only => ClientOffers::Only,
-                OffersArg::Both => ClientOffers::Both,
+            client_offers: match (self.client_offers, self.tls) {
+                (Some(OffersArg::Only), _) | (None, TlsArg::V12) => ClientOffers::Only,
+                (Some(OffersArg::Both), _) | (None, TlsArg::V13) => ClientOffers::Both,
             },
             sni_host: (self.sni != "none").then(|| self.sni.clone()),
-            tickets: self.tickets,
+            tickets: self.tickets.unwrap_or(defaults.tickets),
             ticket_bytes: self.ticket_bytes,
             cert,
             client_nodelay: self.client_nodelay,
-            server_nodelay: self.server_nodelay,
+            server_nodelay: self.server_nodelay.unwrap_or(defaults.server_nodelay),
             client_close_notify: self.client_close_notify,
         })
     }
@@ -208,10 +249,20 @@ pub fn report(pr: &Prediction) -> String {
         p.cert.signature_bytes,
         if p.tls == TlsVersion::Tls13 { p.tickets } else { 0 }
     );
+    let server = match p.server {
+        ServerStyle::Geminst => {
+            "geminst serve (flights in one send, ticket with the response, FIN on the last segment)"
+        }
+        ServerStyle::Rustls => "rustls, one record per send",
+    };
+    let client = match p.client {
+        ClientStyle::Load => "geminst load (flights in one send)",
+        ClientStyle::Rustls => "rustls, one record per send",
+    };
     let _ = writeln!(
         s,
-        "model: rustls 0.23 on Linux; client TCP_NODELAY {}, server TCP_NODELAY {}, client close_notify {} \
-         (see docs/wire-bytes.md)\n",
+        "model: server {server}; client {client}; Linux TCP; client TCP_NODELAY {}, server TCP_NODELAY {}, \
+         client close_notify {} (see docs/wire-bytes.md)\n",
         on_off(p.client_nodelay),
         on_off(p.server_nodelay),
         on_off(p.client_close_notify)
