@@ -108,7 +108,7 @@ pub struct SockConfig {
     /// tcp:tcp_retransmit_skb.
     pub retransmit_skaddr: u32,
     /// Number of ports in `ports`; 0 means connections are recorded only once a traced thread
-    /// does I/O on them (their 4-tuple then stays unknown).
+    /// does I/O on them (their 4-tuple then comes from the state changes of every TCP socket).
     pub nports: u32,
     /// Local (server) ports whose connections are recorded from their first state change.
     pub ports: [u16; MAX_PORTS],

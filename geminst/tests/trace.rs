@@ -429,6 +429,7 @@ fn root_trace_attributes_connections_of_a_python_server() {
         // CPU: against the handler thread's own clock.
         let truth = report["cpu_ns"].as_u64().unwrap() as f64;
         let got = c["cpu_ns"].as_u64().unwrap() as f64;
+        eprintln!("connection {}: eBPF {got} ns, the handler thread's clock {truth} ns", c["conn_id"]);
         errors.push((got - truth).abs() / truth);
     }
     let mape = errors.iter().sum::<f64>() / errors.len() as f64;
