@@ -21,15 +21,6 @@ pub struct BlockInflight {
     pub issued_ns: u64,
 }
 
-/// Machine-wide block totals while tracing, indexed into the `BLOCK_TOTALS` per-CPU array.
-/// Write bytes queued by kernel workers are asynchronous writeback: the pages were dirtied
-/// earlier, by whichever process wrote them, and cannot be attributed here.
-pub const TOTAL_WRITEBACK_BYTES: u32 = 0;
-/// Bytes read and written by threads that are not traced (for scale).
-pub const TOTAL_OTHER_READ_BYTES: u32 = 1;
-pub const TOTAL_OTHER_WRITE_BYTES: u32 = 2;
-pub const NUM_TOTALS: u32 = 3;
-
 /// Field offsets from tracefs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

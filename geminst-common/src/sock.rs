@@ -95,7 +95,6 @@ pub struct SockConfig {
     pub len_ret: u32,
     /// sock:inet_sock_set_state.
     pub state_skaddr: u32,
-    pub state_oldstate: u32,
     pub state_newstate: u32,
     pub state_sport: u32,
     pub state_dport: u32,

@@ -8,8 +8,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use geminst_common::block::{
-    BlockInflight, BlockKey, BlockOffsets, MAX_INFLIGHT, NUM_TOTALS, TOTAL_OTHER_READ_BYTES,
-    TOTAL_OTHER_WRITE_BYTES, TOTAL_WRITEBACK_BYTES,
+    BlockInflight, BlockKey, BlockOffsets, MAX_INFLIGHT,
 };
 
 use crate::{
@@ -47,16 +46,10 @@ fn offsets() -> BlockOffsets {
 #[map]
 static INFLIGHT: LruHashMap<BlockKey, BlockInflight> = LruHashMap::with_max_entries(MAX_INFLIGHT, 0);
 
-/// Machine-wide totals (geminst_common::block::TOTAL_*).
+/// Machine-wide write bytes queued by kernel workers while tracing: asynchronous writeback, whose
+/// pages were dirtied earlier by whichever process wrote them, so it cannot be attributed here.
 #[map]
-pub static BLOCK_TOTALS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_TOTALS, 0);
-
-fn add_total(index: u32, bytes: u64) {
-    if let Some(slot) = BLOCK_TOTALS.get_ptr_mut(index) {
-        // SAFETY: a per-CPU slot, touched only by programs on this CPU, one at a time.
-        unsafe { *slot += bytes };
-    }
-}
+pub static WRITEBACK_BYTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[tracepoint]
 pub fn block_bio_queue(ctx: TracePointContext) -> u32 {
@@ -76,19 +69,20 @@ fn try_bio_queue(ctx: &TracePointContext) -> Result<(), i64> {
     if op != b'R' && op != b'W' {
         return Ok(());
     }
-    let bytes = u64::from(field_u32(ctx, off.queue_nr_sector)?) * SECTOR_BYTES;
     let (_, tid) = current_ids();
     let Some(t) = thread(tid) else {
-        if op == b'R' {
-            add_total(TOTAL_OTHER_READ_BYTES, bytes);
-        } else {
-            // The kernel's flusher threads are named kworker/...; what they write is writeback.
-            let comm = field_bytes::<8>(ctx, off.queue_comm)?;
-            let writeback = &comm == b"kworker/";
-            add_total(if writeback { TOTAL_WRITEBACK_BYTES } else { TOTAL_OTHER_WRITE_BYTES }, bytes);
+        // The kernel's flusher threads are named kworker/...; what they write is writeback.
+        if op == b'W'
+            && &field_bytes::<8>(ctx, off.queue_comm)? == b"kworker/"
+            && let Some(slot) = WRITEBACK_BYTES.get_ptr_mut(0)
+        {
+            let bytes = u64::from(field_u32(ctx, off.queue_nr_sector)?) * SECTOR_BYTES;
+            // SAFETY: a per-CPU slot, touched only by programs on this CPU, one at a time.
+            unsafe { *slot += bytes };
         }
         return Ok(());
     };
+    let bytes = u64::from(field_u32(ctx, off.queue_nr_sector)?) * SECTOR_BYTES;
     let conn = current_conn(t);
     if op == b'R' {
         t.block_read_bytes += bytes;

@@ -30,7 +30,6 @@ static SOCK_CONFIG: SockConfig = SockConfig {
     len_protocol: 0,
     len_ret: 0,
     state_skaddr: 0,
-    state_oldstate: 0,
     state_newstate: 0,
     state_sport: 0,
     state_dport: 0,

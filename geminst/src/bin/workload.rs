@@ -18,13 +18,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid timespec; the clock exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
@@ -70,9 +63,9 @@ fn burn(amounts: &[u64]) {
             thread::Builder::new()
                 .name(format!("burn-{i}"))
                 .spawn(move || {
-                    let end = thread_cpu_ns() + ms * 1_000_000;
+                    let end = geminst::clock::thread_cpu_ns() + ms * 1_000_000;
                     let mut x = 0u64;
-                    while thread_cpu_ns() < end {
+                    while geminst::clock::thread_cpu_ns() < end {
                         for _ in 0..1000 {
                             x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
                         }

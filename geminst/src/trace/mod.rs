@@ -23,10 +23,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use geminst_common::{
-    block::TOTAL_WRITEBACK_BYTES,
-    sock::{CLOSED_GRACE_NS, ConnStats, EVENT_CLOSED, EVENT_EVICTED},
-};
+use geminst_common::sock::{CLOSED_GRACE_NS, ConnStats, EVENT_CLOSED, EVENT_EVICTED};
 use serde::Serialize;
 
 use offsets::Offsets;
@@ -315,9 +312,8 @@ impl Tracer {
 
     fn totals(&self, now: u64) -> Result<Totals> {
         let threads: Vec<ThreadRow> =
-            self.probes.threads()?.iter().map(|s| rows::thread_row(s, now, false)).collect();
-        let writeback = self.probes.block_totals()?[TOTAL_WRITEBACK_BYTES as usize];
-        Ok(Totals::of_threads(&threads, writeback, self.closed_count))
+            self.probes.threads()?.iter().map(|s| rows::thread_row(s, now)).collect();
+        Ok(Totals::of_threads(&threads, self.probes.writeback_bytes()?, self.closed_count))
     }
 
     /// Reads the machine's meter; what it did since the last reading.
@@ -352,7 +348,7 @@ impl Tracer {
     /// Connections closed so far and the threads now, for progress lines.
     pub fn progress(&self) -> Result<(usize, Vec<ThreadRow>)> {
         let now = clock::monotonic_ns();
-        let threads = self.probes.threads()?.iter().map(|s| rows::thread_row(s, now, false)).collect();
+        let threads = self.probes.threads()?.iter().map(|s| rows::thread_row(s, now)).collect();
         Ok((self.closed_count as usize, threads))
     }
 
@@ -400,11 +396,11 @@ impl Tracer {
         // One reading of the threads at the end, for the last sample and for threads.parquet alike
         // (a running thread's slice reads /proc, which moves between two reads).
         let mut threads: Vec<ThreadRow> =
-            self.probes.threads()?.iter().map(|s| rows::thread_row(s, end_ns, false)).collect();
+            self.probes.threads()?.iter().map(|s| rows::thread_row(s, end_ns)).collect();
         // The last sample closes the series exactly at the end of the trace.
         self.conn_events();
-        let writeback = self.probes.block_totals()?[TOTAL_WRITEBACK_BYTES as usize];
-        let totals = Totals::of_threads(&threads, writeback, self.closed_count);
+        let writeback_bytes = self.probes.writeback_bytes()?;
+        let totals = Totals::of_threads(&threads, writeback_bytes, self.closed_count);
         let rss = self.rss();
         let machine = self.machine(end_ns);
         let wire_totals = self.capture.as_ref().map(Capture::totals);
@@ -430,7 +426,6 @@ impl Tracer {
             c.energy_j = energy.charge(c.cpu_ns);
         }
         let lost = self.probes.lost()?;
-        let writeback_bytes = self.probes.block_totals()?[TOTAL_WRITEBACK_BYTES as usize];
         let sampler = std::mem::replace(&mut self.sampler, Sampler::new(0, Duration::from_secs(1)));
         Ok(TraceOutput {
             threads,

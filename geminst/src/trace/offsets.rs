@@ -107,7 +107,6 @@ impl Offsets {
             len_protocol: r.common("sock", &lengths, "protocol", &[2])?,
             len_ret: r.common("sock", &lengths, "ret", &[4])?,
             state_skaddr: r.field(&state, "skaddr", &[8])?,
-            state_oldstate: r.field(&state, "oldstate", &[4])?,
             state_newstate: r.field(&state, "newstate", &[4])?,
             state_sport: r.field(&state, "sport", &[2])?,
             state_dport: r.field(&state, "dport", &[2])?,

@@ -10,7 +10,6 @@ use aya::{
     programs::TracePoint,
 };
 use geminst_common::{
-    block::NUM_TOTALS,
     counters,
     files::FdKey,
     sched::{MAX_THREADS, ThreadStats},
@@ -292,15 +291,11 @@ impl Probes {
         conns.iter().map(|r| r.map(|(_, c)| c).context("reading CONNS")).collect()
     }
 
-    /// Machine-wide block totals (geminst_common::block::TOTAL_*), summed over CPUs.
-    pub fn block_totals(&self) -> Result<[u64; NUM_TOTALS as usize]> {
+    /// Machine-wide asynchronous writeback queued so far, summed over CPUs.
+    pub fn writeback_bytes(&self) -> Result<u64> {
         let array: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.map("BLOCK_TOTALS").context("map BLOCK_TOTALS")?)?;
-        let mut out = [0; NUM_TOTALS as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            *slot = array.get(&(i as u32), 0).context("reading BLOCK_TOTALS")?.iter().sum();
-        }
-        Ok(out)
+            PerCpuArray::try_from(self.ebpf.map("WRITEBACK_BYTES").context("map WRITEBACK_BYTES")?)?;
+        Ok(array.get(&0, 0).context("reading WRITEBACK_BYTES")?.iter().sum())
     }
 
     /// Per-program cost from the kernel's statistics (zeros unless `enable_stats` was called or

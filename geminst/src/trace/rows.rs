@@ -13,8 +13,9 @@ use super::procfs;
 use crate::dataset::{connections::ConnRow, threads::ThreadRow};
 
 /// A thread's row as of `now_ns`, its current slice (if it is on a CPU) counted up to then.
-/// `name` reads the thread's current name from /proc (skipped for the time series).
-pub fn thread_row(s: &ThreadStats, now_ns: u64, name: bool) -> ThreadRow {
+/// The name is the one the kernel had at its creation or exit; `Tracer::stop` puts in the
+/// current names of live threads.
+pub fn thread_row(s: &ThreadStats, now_ns: u64) -> ThreadRow {
     let tid = s.tid;
     let exited = s.flags & THREAD_EXITED != 0;
     // The kernel's runtime growth since the thread's last switch out: zero for a thread off
@@ -39,11 +40,10 @@ pub fn thread_row(s: &ThreadStats, now_ns: u64, name: bool) -> ThreadRow {
         unseen += u64::from(k > 0);
         k
     };
-    let comm = if exited || !name { None } else { procfs::comm(s.tgid, tid) };
     ThreadRow {
         tgid: s.tgid,
         tid,
-        comm: comm.unwrap_or_else(|| c_string(&s.comm)),
+        comm: c_string(&s.comm),
         oncpu_ns: s.oncpu_ns + running,
         voluntary_switches: s.voluntary_switches,
         involuntary_switches: s.involuntary_switches,
