@@ -281,9 +281,10 @@ fn per_request(output: &TraceOutput, log: &Path) -> PerRequest {
     let (rows, _) = crate::dataset::requests::join(&log.records, &output.connections);
     let joined: Vec<_> = rows.iter().filter_map(|j| j.conn.map(|c| (j.log, c))).collect();
     let n = joined.len().max(1) as f64;
-    let mean = |f: &dyn Fn(
-        &(&crate::dataset::serverlog::LogRecord, &crate::dataset::connections::ConnRow),
-    ) -> f64| { joined.iter().map(f).sum::<f64>() / n };
+    let mean =
+        |f: &dyn Fn(&(&crate::dataset::serverlog::Record, &crate::dataset::connections::ConnRow)) -> f64| {
+            joined.iter().map(f).sum::<f64>() / n
+        };
     PerRequest {
         requests: joined.len() as u64,
         cpu_us: mean(&|(_, c)| c.cpu_ns as f64 / 1e3),

@@ -968,7 +968,7 @@ fn the_server_runs_in_process_and_stops_gracefully() {
     assert!(util::wait_until(Duration::from_secs(2), || fs::read_to_string(&log_path)
         .is_ok_and(|t| t.lines().count() == 1)));
     assert_eq!(server.stop().unwrap(), Summary { connections: 1, log_lines: 1 });
-    let log = geminst::serve::log::read(&log_path).unwrap();
+    let log = util::read_server_log(&log_path);
     assert_eq!((log.len(), log[0].status), (1, Some(20)));
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "still listening after stop");
 }

@@ -295,3 +295,10 @@ impl Lines {
         out
     }
 }
+
+/// The built-in server's request log, every line a record (a malformed line fails the test).
+pub fn read_server_log(path: &Path) -> Vec<geminst::dataset::serverlog::Record> {
+    let log = geminst::dataset::serverlog::read(path).unwrap();
+    assert!(log.skipped.is_empty(), "{}: lines that are not records: {:?}", path.display(), log.skipped);
+    log.records
+}

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{
     Table,
     connections::ConnRow,
-    serverlog::{LogRecord, canonical},
+    serverlog::{Record, canonical},
     timeseries::TimeRow,
 };
 
@@ -32,7 +32,7 @@ pub struct Reconciliation {
 /// connections given to `join`).
 #[derive(Debug, Clone)]
 pub struct Joined<'a> {
-    pub log: &'a LogRecord,
+    pub log: &'a Record,
     pub conn: Option<&'a ConnRow>,
 }
 
@@ -44,7 +44,7 @@ fn conn_key(c: &ConnRow) -> Option<(SocketAddr, SocketAddr)> {
 
 /// Joins log records with connections on (local address, peer address). When a port pair was
 /// used more than once, each record takes the unused connection created last before its accept.
-pub fn join<'a>(log: &'a [LogRecord], conns: &'a [ConnRow]) -> (Vec<Joined<'a>>, Reconciliation) {
+pub fn join<'a>(log: &'a [Record], conns: &'a [ConnRow]) -> (Vec<Joined<'a>>, Reconciliation) {
     let mut by_key: HashMap<(SocketAddr, SocketAddr), Vec<usize>> = HashMap::new();
     for (i, c) in conns.iter().enumerate() {
         if let Some(k) = conn_key(c) {
@@ -53,7 +53,7 @@ pub fn join<'a>(log: &'a [LogRecord], conns: &'a [ConnRow]) -> (Vec<Joined<'a>>,
     }
     let mut used = vec![false; conns.len()];
     let mut rows = Vec::with_capacity(log.len());
-    let mut order: Vec<&LogRecord> = log.iter().collect();
+    let mut order: Vec<&Record> = log.iter().collect();
     order.sort_by_key(|r| (r.accept_mono_ns, r.req_id));
     for r in order {
         let key = (canonical(r.local_addr), canonical(r.peer_addr));
@@ -94,7 +94,7 @@ pub fn join<'a>(log: &'a [LogRecord], conns: &'a [ConnRow]) -> (Vec<Joined<'a>>,
 }
 
 /// Fills the time series' `requests_done` from the log's completion times.
-pub fn fill_requests_done(series: &mut [TimeRow], log: &[LogRecord]) {
+pub fn fill_requests_done(series: &mut [TimeRow], log: &[Record]) {
     let mut done: Vec<u64> = log.iter().map(|r| r.done_mono_ns).collect();
     done.sort_unstable();
     for row in series {
@@ -108,7 +108,7 @@ pub const FILE: &str = "requests.parquet";
 
 /// Adds the log's columns and the tracer's per-connection columns of `rows` to `t`.
 pub fn columns(t: &mut Table, rows: &[Joined]) {
-    let l = |f: fn(&LogRecord) -> u64| rows.iter().map(move |j| f(j.log));
+    let l = |f: fn(&Record) -> u64| rows.iter().map(move |j| f(j.log));
     let c = |f: fn(&ConnRow) -> u64| rows.iter().map(move |j| j.conn.map(f));
     t.u64("req_id", l(|r| r.req_id))
         .str("peer_addr", rows.iter().map(|j| j.log.peer_addr.to_string()))
@@ -154,8 +154,8 @@ pub fn columns(t: &mut Table, rows: &[Joined]) {
 mod tests {
     use super::*;
 
-    fn record(id: u64, peer: &str, accept: u64) -> LogRecord {
-        let mut r: LogRecord = serde_json::from_str(super::super::serverlog::tests_line()).unwrap();
+    fn record(id: u64, peer: &str, accept: u64) -> Record {
+        let mut r: Record = serde_json::from_str(super::super::serverlog::tests_line()).unwrap();
         r.req_id = id;
         r.peer_addr = peer.parse().unwrap();
         r.accept_mono_ns = accept;

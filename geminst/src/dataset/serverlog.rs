@@ -1,50 +1,105 @@
-//! Reading the built-in server's request log (one JSON object per connection; the format is in
-//! docs/request-log.md). The tracer never depends on the server: this is the log's format, read
-//! on its own.
+//! The built-in server's request log (one JSON object per connection; docs/request-log.md): the
+//! one definition of its format, which the server writes and the join reads. The server and the
+//! tracer meet here and nowhere else.
 
 use std::{
+    borrow::Cow,
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::Path,
 };
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// One connection as the server logged it. Times are CLOCK_MONOTONIC (`_mono_ns`) or Unix ns.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct LogRecord {
+/// One line of the request log: one TCP connection the server accepted. Times are ns, `_mono_`
+/// on CLOCK_MONOTONIC (the clock of bpf_ktime_get_ns), `_unix_` on CLOCK_REALTIME; fields the
+/// connection never reached are null.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// 1, 2, 3... in order of accept, unique within one server run.
     pub req_id: u64,
     pub peer_addr: SocketAddr,
     pub local_addr: SocketAddr,
     pub accept_mono_ns: u64,
     pub accept_unix_ns: u64,
     pub handshake_mono_ns: Option<u64>,
+    pub handshake_unix_ns: Option<u64>,
     pub request_mono_ns: Option<u64>,
+    pub request_unix_ns: Option<u64>,
+    /// Response written, close_notify sent and the socket shut down and closed, or the connection
+    /// abandoned.
     pub done_mono_ns: u64,
+    pub done_unix_ns: u64,
     pub sni: Option<String>,
+    /// The request URI as received (lossily decoded if not UTF-8).
     pub url: Option<String>,
     pub status: Option<u8>,
     pub meta: Option<String>,
+    /// Request bytes read, including the CRLF.
     pub request_bytes: u64,
     pub response_header_bytes: u64,
     pub response_body_bytes: u64,
+    /// Bytes read from and written to the TCP socket: TLS records, counted at the syscalls.
     pub tcp_bytes_read: u64,
     pub tcp_bytes_written: u64,
-    pub tls_version: Option<String>,
-    pub tls_cipher: Option<String>,
+    pub tls_version: Option<Cow<'static, str>>,
+    pub tls_cipher: Option<Cow<'static, str>>,
     pub tls_resumed: Option<bool>,
+    /// Every thread (gettid) that polled the connection's task.
     pub tids: Vec<u32>,
+    /// Sum over the task's polls of CLOCK_THREAD_CPUTIME_ID after minus before.
     pub cpu_ns: u64,
     pub polls: u32,
     pub error: Option<String>,
+}
+
+impl Record {
+    /// A record for a connection just accepted; the rest is filled in as it goes.
+    pub fn accepted(
+        req_id: u64,
+        peer_addr: SocketAddr,
+        local_addr: SocketAddr,
+        mono_ns: u64,
+        unix_ns: u64,
+    ) -> Self {
+        Self {
+            req_id,
+            peer_addr,
+            local_addr,
+            accept_mono_ns: mono_ns,
+            accept_unix_ns: unix_ns,
+            handshake_mono_ns: None,
+            handshake_unix_ns: None,
+            request_mono_ns: None,
+            request_unix_ns: None,
+            done_mono_ns: 0,
+            done_unix_ns: 0,
+            sni: None,
+            url: None,
+            status: None,
+            meta: None,
+            request_bytes: 0,
+            response_header_bytes: 0,
+            response_body_bytes: 0,
+            tcp_bytes_read: 0,
+            tcp_bytes_written: 0,
+            tls_version: None,
+            tls_cipher: None,
+            tls_resumed: None,
+            tids: Vec::new(),
+            cpu_ns: 0,
+            polls: 0,
+            error: None,
+        }
+    }
 }
 
 /// A log read as far as it could be: the records, and what was wrong with the lines that could
 /// not be read (a truncated last line is normal for a server that was killed).
 #[derive(Debug, Default)]
 pub struct ServerLog {
-    pub records: Vec<LogRecord>,
+    pub records: Vec<Record>,
     /// (line number, why), for each line skipped.
     pub skipped: Vec<(usize, String)>,
 }
@@ -59,7 +114,7 @@ pub fn read(path: &Path) -> Result<ServerLog> {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<LogRecord>(&line) {
+        match serde_json::from_str::<Record>(&line) {
             Ok(r) => log.records.push(r),
             Err(e) => log.skipped.push((i + 1, e.to_string())),
         }

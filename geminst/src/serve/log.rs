@@ -1,14 +1,12 @@
-//! The request log: one JSON line per TCP connection, the format the tracer joins on (documented
-//! field by field in docs/request-log.md). Records are queued in memory by the connection tasks
+//! The request log: one JSON line per TCP connection, in the format of `dataset::serverlog::Record`
+//! (documented field by field in docs/request-log.md). Records are queued in memory by the connection tasks
 //! and written by a thread of their own, in batches, so the request path never waits on the disk
 //! and never wakes another thread per request.
 
 use std::{
-    borrow::Cow,
     fs::File,
     io::{self, BufWriter, Write},
     mem,
-    net::SocketAddr,
     path::Path,
     sync::{Arc, Condvar, Mutex, MutexGuard},
     thread,
@@ -16,106 +14,11 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
-
 /// How long records may wait in memory before they are written: a reader tailing the log is never
 /// further behind than this.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 
-/// One line of the request log: one TCP connection the server accepted. Times are ns, `_mono_`
-/// on CLOCK_MONOTONIC (the clock of bpf_ktime_get_ns), `_unix_` on CLOCK_REALTIME; fields the
-/// connection never reached are null.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// 1, 2, 3... in order of accept, unique within one server run.
-    pub req_id: u64,
-    pub peer_addr: SocketAddr,
-    pub local_addr: SocketAddr,
-    pub accept_mono_ns: u64,
-    pub accept_unix_ns: u64,
-    pub handshake_mono_ns: Option<u64>,
-    pub handshake_unix_ns: Option<u64>,
-    pub request_mono_ns: Option<u64>,
-    pub request_unix_ns: Option<u64>,
-    /// Response written, close_notify sent and the socket shut down and closed, or the connection
-    /// abandoned.
-    pub done_mono_ns: u64,
-    pub done_unix_ns: u64,
-    pub sni: Option<String>,
-    /// The request URI as received (lossily decoded if not UTF-8).
-    pub url: Option<String>,
-    pub status: Option<u8>,
-    pub meta: Option<String>,
-    /// Request bytes read, including the CRLF.
-    pub request_bytes: u64,
-    pub response_header_bytes: u64,
-    pub response_body_bytes: u64,
-    /// Bytes read from and written to the TCP socket: TLS records, counted at the syscalls.
-    pub tcp_bytes_read: u64,
-    pub tcp_bytes_written: u64,
-    pub tls_version: Option<Cow<'static, str>>,
-    pub tls_cipher: Option<Cow<'static, str>>,
-    pub tls_resumed: Option<bool>,
-    /// Every thread (gettid) that polled the connection's task.
-    pub tids: Vec<u32>,
-    /// Sum over the task's polls of CLOCK_THREAD_CPUTIME_ID after minus before.
-    pub cpu_ns: u64,
-    pub polls: u32,
-    pub error: Option<String>,
-}
-
-impl Record {
-    /// A record for a connection just accepted; the rest is filled in as it goes.
-    pub fn accepted(
-        req_id: u64,
-        peer_addr: SocketAddr,
-        local_addr: SocketAddr,
-        mono_ns: u64,
-        unix_ns: u64,
-    ) -> Self {
-        Self {
-            req_id,
-            peer_addr,
-            local_addr,
-            accept_mono_ns: mono_ns,
-            accept_unix_ns: unix_ns,
-            handshake_mono_ns: None,
-            handshake_unix_ns: None,
-            request_mono_ns: None,
-            request_unix_ns: None,
-            done_mono_ns: 0,
-            done_unix_ns: 0,
-            sni: None,
-            url: None,
-            status: None,
-            meta: None,
-            request_bytes: 0,
-            response_header_bytes: 0,
-            response_body_bytes: 0,
-            tcp_bytes_read: 0,
-            tcp_bytes_written: 0,
-            tls_version: None,
-            tls_cipher: None,
-            tls_resumed: None,
-            tids: Vec::new(),
-            cpu_ns: 0,
-            polls: 0,
-            error: None,
-        }
-    }
-}
-
-/// Reads a whole request log (for tests and the join).
-pub fn read(path: &Path) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line)
-                .with_context(|| format!("{} line {}: not a request record", path.display(), i + 1))
-        })
-        .collect()
-}
+pub use crate::dataset::serverlog::Record;
 
 #[derive(Default)]
 struct Queue {
@@ -289,14 +192,16 @@ mod tests {
         let path = dir.join("requests.jsonl");
         let writer = LogWriter::start(&path).unwrap();
         let sink = writer.sink();
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         for id in 1..=1000 {
             let mut r = Record::accepted(id, addr, addr, id, id);
-            r.tls_version = Some(Cow::Borrowed("TLSv1.3"));
+            r.tls_version = Some(std::borrow::Cow::Borrowed("TLSv1.3"));
             sink.push(r);
         }
         assert_eq!(writer.finish().unwrap(), 1000);
-        let back = read(&path).unwrap();
+        let log = crate::dataset::serverlog::read(&path).unwrap();
+        assert!(log.skipped.is_empty(), "{:?}", log.skipped);
+        let back = log.records;
         assert_eq!(back.len(), 1000);
         assert!(back.iter().enumerate().all(|(i, r)| r.req_id == i as u64 + 1));
         assert_eq!(back[0].tls_version.as_deref(), Some("TLSv1.3"));

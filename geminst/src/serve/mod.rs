@@ -3,7 +3,7 @@
 //! TLS 1.2/1.3 and logs one JSON line per connection (`log`), the format the tracer joins on.
 //!
 //! The public face: `Server` (start in-process on an address with `Options`, stop gracefully),
-//! `log::Record` (the request-log line), `request` (the request parser, also fuzzed) and the
+//! `log::Record` (the request-log line, defined in `dataset::serverlog`), `request` (the request parser, also fuzzed) and the
 //! commands `main` dispatches to.
 
 mod bench_routes;

@@ -9,7 +9,7 @@ use crate::{
         calc::{self, CalcParams, Prediction, TlsVersion},
         certs::CertChain,
     },
-    dataset::{Table, connections::ConnRow, serverlog::LogRecord, serverlog::canonical},
+    dataset::{Table, connections::ConnRow, serverlog::Record, serverlog::canonical},
 };
 
 /// For each traced connection, the captured one with the same (server, client) addresses whose
@@ -53,7 +53,7 @@ pub fn unmatched(matches: &[Option<usize>], wires: usize) -> Vec<usize> {
 /// A request log exists only for geminst's own server, so the prediction is that server's style
 /// with geminst load's client ([`CalcParams::geminst_negotiated`]: flights in one send, one
 /// stateful ticket that leaves with the response, the FIN on the response's last segment).
-pub fn predict(log: &LogRecord, wire: Option<&ConnWire>, cert: &CertChain) -> Option<Prediction> {
+pub fn predict(log: &Record, wire: Option<&ConnWire>, cert: &CertChain) -> Option<Prediction> {
     let tls = match log.tls_version.as_deref()? {
         "TLSv1.2" => TlsVersion::Tls12,
         "TLSv1.3" => TlsVersion::Tls13,
@@ -145,7 +145,7 @@ mod tests {
         w.to_server.mss_option = Some(65495);
         w.to_client.mss_option = Some(65495);
         for (line, up, down) in [(LOG_TLS13, (7, 1044), (5, 2169)), (LOG_TLS12, (8, 1064), (6, 2127))] {
-            let log: LogRecord = serde_json::from_str(line).unwrap();
+            let log: Record = serde_json::from_str(line).unwrap();
             let p = predict(&log, Some(&w), &cert).unwrap();
             assert_eq!(p.params.mss, 65483);
             assert_eq!((p.to_server.packets, p.to_server.frame_bytes), up, "{line}");
@@ -156,7 +156,7 @@ mod tests {
             assert_eq!(p.delayed_ack_stalls, 0);
         }
         // A resumed session is not modelled.
-        let mut log: LogRecord = serde_json::from_str(LOG_TLS13).unwrap();
+        let mut log: Record = serde_json::from_str(LOG_TLS13).unwrap();
         log.tls_resumed = Some(true);
         assert!(predict(&log, Some(&w), &cert).is_none());
         log.tls_resumed = Some(false);

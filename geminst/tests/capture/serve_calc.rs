@@ -15,7 +15,7 @@ use geminst::{
         calc::{self, CalcParams, DirPrediction, Prediction, TlsVersion},
         certs::CertChain,
     },
-    dataset::serverlog::{self, LogRecord},
+    dataset::serverlog::{self, Record},
 };
 
 use crate::util;
@@ -100,7 +100,7 @@ fn calc_cli(case: &Case, request: u64, mss: u32, cert: &Path) -> serde_json::Val
 }
 
 /// Checks one captured connection against the prediction from its log record.
-fn check(case: &Case, c: &ConnWire, log: &LogRecord, cert: &CertChain, expected_request: u64) -> Checked {
+fn check(case: &Case, c: &ConnWire, log: &Record, cert: &CertChain, expected_request: u64) -> Checked {
     let what = format!(
         "TLS {} request {} body {} ({})",
         version_arg(case.tls),
@@ -112,12 +112,12 @@ fn check(case: &Case, c: &ConnWire, log: &LogRecord, cert: &CertChain, expected_
     assert_eq!(log.error, None, "{what}: {log:?}");
     assert_eq!(log.status, Some(20), "{what}");
     assert_eq!((log.request_bytes, log.response_body_bytes), (expected_request, case.body), "{what}");
-    let suite = log.tls_cipher.clone().unwrap_or_default();
+    let suite = log.tls_cipher.as_deref().unwrap_or_default();
     let (version, want_suite) = match case.tls {
         TlsVersion::Tls13 => ("TLSv1.3", "TLS13_AES_128_GCM_SHA256"),
         TlsVersion::Tls12 => ("TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
     };
-    assert_eq!((log.tls_version.as_deref(), suite.as_str()), (Some(version), want_suite), "{what}");
+    assert_eq!((log.tls_version.as_deref(), suite), (Some(version), want_suite), "{what}");
     assert!(c.handshake_seen && c.closed() && !c.to_server.rst && !c.to_client.rst, "{what}: {c:#?}");
 
     // The prediction as the data set makes it: from the log, with the MSS of the captured SYNs.
@@ -127,7 +127,7 @@ fn check(case: &Case, c: &ConnWire, log: &LogRecord, cert: &CertChain, expected_
         response_header_bytes: log.response_header_bytes,
         sni_host: log.sni.clone(),
         cert: cert.clone(),
-        ..CalcParams::geminst_negotiated(case.tls, &suite)
+        ..CalcParams::geminst_negotiated(case.tls, suite)
     }
     .with_wire(c);
     let pr: Prediction = calc::predict(&params).unwrap();

@@ -101,7 +101,7 @@ impl Gem {
         self.guard.signal(signal);
         let status = self.guard.wait(Duration::from_secs(30));
         let stderr = fs::read_to_string(&self.stderr).unwrap();
-        let log = geminst::serve::log::read(&self.log).unwrap();
+        let log = util::read_server_log(&self.log);
         (status, stderr, log)
     }
 
