@@ -13,16 +13,15 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde::Serialize;
 
 use crate::{
     clock,
-    dataset::{RunInfo, requests::Reconciliation},
+    dataset::{RunInfo, requests::JoinSummary},
     energy::PowerArgs,
     exit::bad_input,
     load::{self, GeminiUrl, LoadReport, Plan},
     signals,
-    trace::{self, StopReason, TraceConfig, TraceOutput, Tracer},
+    trace::{self, StopReason, TraceConfig, Tracer},
 };
 
 /// The profile used when none is given; copied into the run's folder so the run records it.
@@ -204,9 +203,11 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
     let load_thread = std::thread::spawn(move || load::run(&plan, &options));
     while !load_thread.is_finished() {
         if tracer.wait(Duration::from_millis(20)) {
-            // The server died under load: stop the load, keep what was measured.
+            // The server died under load: stop the load, keep what was measured. (Once the target
+            // has exited, `wait` returns at once: leave the loop rather than spin.)
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
             info.notes.push("the server exited before the load finished".into());
+            break;
         }
         tracer.poll()?;
     }
@@ -248,7 +249,7 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
     let cert = trace::server_cert(cert_file.is_file().then_some(cert_file.as_path()))?;
     let recon = trace::write_output(&dir, &mut info, &mut output, reason, None, Some(&server.log), &cert)?;
     info.write(&dir)?;
-    print_summary(&dir, &output, &report, recon.as_ref(), &info);
+    print_summary(&dir, &report, recon.as_ref(), &info);
     Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILURE) })
 }
 
@@ -263,54 +264,13 @@ fn server_status(server: &mut Server) -> Option<std::process::ExitStatus> {
     }
 }
 
-/// Means over the requests of the joined data set.
-#[derive(Debug, Default, Serialize)]
-struct PerRequest {
-    requests: u64,
-    cpu_us: f64,
-    log_cpu_us: f64,
-    energy_mj: f64,
-    app_request_bytes: f64,
-    app_response_bytes: f64,
-    socket_sent_bytes: f64,
-    socket_received_bytes: f64,
-}
-
-fn per_request(output: &TraceOutput, log: &Path) -> PerRequest {
-    let Ok(log) = crate::dataset::serverlog::read(log) else { return PerRequest::default() };
-    let (rows, _) = crate::dataset::requests::join(&log.records, &output.connections);
-    let joined: Vec<_> = rows.iter().filter_map(|j| j.conn.map(|c| (j.log, c))).collect();
-    let n = joined.len().max(1) as f64;
-    let mean =
-        |f: &dyn Fn(&(&crate::dataset::serverlog::Record, &crate::dataset::connections::ConnRow)) -> f64| {
-            joined.iter().map(f).sum::<f64>() / n
-        };
-    PerRequest {
-        requests: joined.len() as u64,
-        cpu_us: mean(&|(_, c)| c.cpu_ns as f64 / 1e3),
-        log_cpu_us: mean(&|(l, _)| l.cpu_ns as f64 / 1e3),
-        energy_mj: mean(&|(_, c)| c.energy_j * 1e3),
-        app_request_bytes: mean(&|(l, _)| l.request_bytes as f64),
-        app_response_bytes: mean(&|(l, _)| (l.response_header_bytes + l.response_body_bytes) as f64),
-        socket_sent_bytes: mean(&|(_, c)| c.sock_send_bytes as f64),
-        socket_received_bytes: mean(&|(_, c)| c.sock_recv_bytes as f64),
-    }
-}
-
-fn print_summary(
-    dir: &Path,
-    output: &TraceOutput,
-    report: &LoadReport,
-    recon: Option<&Reconciliation>,
-    info: &RunInfo,
-) {
+fn print_summary(dir: &Path, report: &LoadReport, join: Option<&JoinSummary>, info: &RunInfo) {
     let s = &report.summary;
     println!(
         "load: {} requests in {:.1} s, {} ok, {} failed; {:.1} completed/s",
         s.requests.scheduled, s.duration_s, s.requests.ok, s.requests.failed, s.completed_rate
     );
-    let log = dir.join("server-log.jsonl");
-    let p = per_request(output, &log);
+    let p = join.map(|j| j.per_request.clone()).unwrap_or_default();
     let source =
         info.sections.get("power").and_then(|v| v["meter"]["source"].as_str()).unwrap_or("?").to_string();
     println!(
@@ -321,16 +281,10 @@ fn print_summary(
         "bytes per request: application {:.0} in, {:.0} out (Gemini); socket layer {:.0} in, {:.0} out (TLS records)",
         p.app_request_bytes, p.app_response_bytes, p.socket_received_bytes, p.socket_sent_bytes
     );
-    if let Some(r) = recon {
+    if let Some(r) = join.map(|j| &j.counts) {
         println!(
-            "reconciliation: {} load requests, {} server log lines, {} traced connections, {} requests.parquet rows ({} joined, {} log only, {} traced only)",
-            s.requests.scheduled,
-            r.log_records,
-            r.ebpf_connections,
-            r.log_records,
-            r.joined,
-            r.log_only,
-            r.ebpf_only
+            "reconciliation: {} load requests, {} server log lines, {} traced connections ({} joined, {} log only, {} traced only)",
+            s.requests.scheduled, r.log_records, r.ebpf_connections, r.joined, r.log_only, r.ebpf_only
         );
     }
     let lost: u64 = info.lost.values().sum();

@@ -29,7 +29,10 @@ fn run(name: &str, profile: &str) -> (std::path::PathBuf, String) {
 fn table(dir: &Path, file: &str) -> Vec<Value> {
     let (schema, rows) = util::read_parquet(&dir.join(file));
     let names: Vec<String> = schema.iter().map(|(n, _)| n.clone()).collect();
-    if file != "load.parquet" {
+    if file == "load.parquet" {
+        let documented = util::documented_columns_in("docs/load-profiles.md", "## The records");
+        assert_eq!(names, documented, "load.parquet's columns differ from docs/load-profiles.md");
+    } else {
         assert_eq!(names, util::documented_columns(file), "{file}'s columns differ from docs/schema.md");
     }
     rows
@@ -109,6 +112,47 @@ fn root_run_joins_every_request_and_its_bytes_add_up() {
     assert_eq!(u(join, "log_records"), log.len() as u64);
     assert_eq!(u(join, "joined"), log.len() as u64);
     assert_eq!((u(join, "log_only"), u(join, "ebpf_only")), (0, 0), "{join}");
+    assert_eq!(u(join, "ebpf_connections"), load.len() as u64, "traced connections vs load requests");
+
+    // The printed and recorded means per request are those of the rows pyarrow read, and each
+    // row's energy is its CPU time at the run's rate.
+    let per = &run["per_request"];
+    let n = requests.len() as f64;
+    let mean = |f: &dyn Fn(&Value) -> f64| requests.iter().map(f).sum::<f64>() / n;
+    let close = |got: f64, want: f64, what: &str| {
+        assert!((got - want).abs() <= 1e-9 * want.abs().max(1.0), "{what}: run.json {got}, rows {want}")
+    };
+    close(per["requests"].as_f64().unwrap(), n, "requests");
+    close(per["cpu_us"].as_f64().unwrap(), mean(&|r| u(r, "cpu_ns") as f64 / 1e3), "cpu_us");
+    close(per["log_cpu_us"].as_f64().unwrap(), mean(&|r| u(r, "log_cpu_ns") as f64 / 1e3), "log_cpu_us");
+    close(per["energy_mj"].as_f64().unwrap(), mean(&|r| r["energy_j"].as_f64().unwrap() * 1e3), "energy_mj");
+    close(
+        per["app_request_bytes"].as_f64().unwrap(),
+        mean(&|r| u(r, "request_bytes") as f64),
+        "request bytes",
+    );
+    close(
+        per["app_response_bytes"].as_f64().unwrap(),
+        mean(&|r| (u(r, "response_header_bytes") + u(r, "response_body_bytes")) as f64),
+        "response bytes",
+    );
+    close(per["socket_sent_bytes"].as_f64().unwrap(), mean(&|r| u(r, "sock_send_bytes") as f64), "sent");
+    close(
+        per["socket_received_bytes"].as_f64().unwrap(),
+        mean(&|r| u(r, "sock_recv_bytes") as f64),
+        "received",
+    );
+    let printed = format!(
+        "per request (mean of {}): CPU {:.1} µs (eBPF; the server's own measure {:.1} µs)",
+        requests.len(),
+        per["cpu_us"].as_f64().unwrap(),
+        per["log_cpu_us"].as_f64().unwrap()
+    );
+    assert!(stdout.contains(&printed), "the summary does not say {printed:?}:\n{stdout}");
+    let rate = run["power"]["trace"]["joules_per_cpu_ns"].as_f64().unwrap();
+    for r in &requests {
+        close(r["energy_j"].as_f64().unwrap(), u(r, "cpu_ns") as f64 * rate, "energy_j = cpu_ns × rate");
+    }
     for counter in [
         "capture.dropped",
         "ebpf.conn_event_dropped",

@@ -203,15 +203,21 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// under the heading `## <file>`); `wire_{c2s,s2c}_x` stands for the c2s columns then the s2c
 /// ones, each group in the order listed.
 pub fn documented_columns(file: &str) -> Vec<String> {
-    let doc = std::fs::read_to_string(repo_root().join("docs/schema.md")).unwrap();
-    let heading = format!("## {file}");
-    let section = doc.split(&heading).nth(1).unwrap_or_else(|| panic!("docs/schema.md has no `{heading}`"));
+    documented_columns_in("docs/schema.md", &format!("## {file}"))
+}
+
+/// The column names of the first table under `heading` in the document `doc` (relative to the
+/// repository), in order, backticks removed, `{c2s,s2c}` rows expanded as `documented_columns`.
+pub fn documented_columns_in(doc: &str, heading: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join(doc)).unwrap();
+    let section = text.split(heading).nth(1).unwrap_or_else(|| panic!("{doc} has no `{heading}`"));
     let section = section.split("\n## ").next().unwrap();
     let names: Vec<String> = section
         .lines()
-        .filter(|l| l.starts_with('|'))
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
         .skip(2) // header and separator rows
-        .map(|l| l.trim_matches('|').split('|').next().unwrap().trim().to_string())
+        .map(|l| l.trim_matches('|').split('|').next().unwrap().trim().trim_matches('`').to_string())
         .collect();
     // Expand each run of `{c2s,s2c}` rows into all its c2s names, then all its s2c names.
     let mut out = Vec::new();

@@ -33,7 +33,51 @@ pub struct Reconciliation {
 #[derive(Debug, Clone)]
 pub struct Joined<'a> {
     pub log: &'a Record,
-    pub conn: Option<&'a ConnRow>,
+    pub conn: Option<usize>,
+}
+
+/// What joining the log gave: the counts, and the means over the joined requests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JoinSummary {
+    pub counts: Reconciliation,
+    pub per_request: PerRequest,
+}
+
+/// Means over the joined requests (those with both a log record and a traced connection), as
+/// `geminst run` prints them and run.json keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PerRequest {
+    pub requests: u64,
+    /// The tracer's CPU time charged to the connection, and the server's own measure.
+    pub cpu_us: f64,
+    pub log_cpu_us: f64,
+    pub energy_mj: f64,
+    /// Gemini bytes: the request line, and the response header and body.
+    pub app_request_bytes: f64,
+    pub app_response_bytes: f64,
+    /// Socket-layer (TLS record) bytes the server received and sent.
+    pub socket_received_bytes: f64,
+    pub socket_sent_bytes: f64,
+}
+
+impl PerRequest {
+    pub fn of(rows: &[Joined], conns: &[ConnRow]) -> Self {
+        let joined: Vec<(&Record, &ConnRow)> =
+            rows.iter().filter_map(|j| j.conn.map(|i| (j.log, &conns[i]))).collect();
+        let n = joined.len().max(1) as f64;
+        let mean =
+            |f: &dyn Fn(&Record, &ConnRow) -> f64| joined.iter().map(|(l, c)| f(l, c)).sum::<f64>() / n;
+        Self {
+            requests: joined.len() as u64,
+            cpu_us: mean(&|_, c| c.cpu_ns as f64 / 1e3),
+            log_cpu_us: mean(&|l, _| l.cpu_ns as f64 / 1e3),
+            energy_mj: mean(&|_, c| c.energy_j * 1e3),
+            app_request_bytes: mean(&|l, _| l.request_bytes as f64),
+            app_response_bytes: mean(&|l, _| (l.response_header_bytes + l.response_body_bytes) as f64),
+            socket_received_bytes: mean(&|_, c| c.sock_recv_bytes as f64),
+            socket_sent_bytes: mean(&|_, c| c.sock_send_bytes as f64),
+        }
+    }
 }
 
 fn conn_key(c: &ConnRow) -> Option<(SocketAddr, SocketAddr)> {
@@ -71,7 +115,7 @@ pub fn join<'a>(log: &'a [Record], conns: &'a [ConnRow]) -> (Vec<Joined<'a>>, Re
         if let Some(i) = pick {
             used[i] = true;
         }
-        rows.push(Joined { log: r, conn: pick.map(|i| &conns[i]) });
+        rows.push(Joined { log: r, conn: pick });
     }
     let server_ports: Vec<u16> = {
         let mut p: Vec<u16> = log.iter().map(|r| r.local_addr.port()).collect();
@@ -106,10 +150,12 @@ pub fn fill_requests_done(series: &mut [TimeRow], log: &[Record]) {
 
 pub const FILE: &str = "requests.parquet";
 
-/// Adds the log's columns and the tracer's per-connection columns of `rows` to `t`.
-pub fn columns(t: &mut Table, rows: &[Joined]) {
+/// Adds the log's columns and the tracer's per-connection columns of `rows` (joined with `conns`)
+/// to `t`.
+pub fn columns(t: &mut Table, rows: &[Joined], conns: &[ConnRow]) {
     let l = |f: fn(&Record) -> u64| rows.iter().map(move |j| f(j.log));
-    let c = |f: fn(&ConnRow) -> u64| rows.iter().map(move |j| j.conn.map(f));
+    let conn = |j: &Joined| j.conn.map(|i| &conns[i]);
+    let c = |f: fn(&ConnRow) -> u64| rows.iter().map(move |j| conn(j).map(f));
     t.u64("req_id", l(|r| r.req_id))
         .str("peer_addr", rows.iter().map(|j| j.log.peer_addr.to_string()))
         .str("local_addr", rows.iter().map(|j| j.log.local_addr.to_string()))
@@ -145,9 +191,9 @@ pub fn columns(t: &mut Table, rows: &[Joined]) {
         .opt_u64("file_write_bytes", c(|c| c.file_write_bytes))
         .opt_u64("block_read_bytes", c(|c| c.block_read_bytes))
         .opt_u64("block_write_bytes", c(|c| c.block_write_bytes))
-        .opt_u64("established_ns", rows.iter().map(|j| j.conn.and_then(|c| c.established_ns)))
-        .opt_u64("closed_ns", rows.iter().map(|j| j.conn.and_then(|c| c.closed_ns)))
-        .opt_f64("energy_j", rows.iter().map(|j| j.conn.map(|c| c.energy_j)));
+        .opt_u64("established_ns", rows.iter().map(|j| conn(j).and_then(|c| c.established_ns)))
+        .opt_u64("closed_ns", rows.iter().map(|j| conn(j).and_then(|c| c.closed_ns)))
+        .opt_f64("energy_j", rows.iter().map(|j| conn(j).map(|c| c.energy_j)));
 }
 
 #[cfg(test)]
@@ -188,7 +234,7 @@ mod tests {
             vec![conn(10, 40000, 900), conn(11, 40001, 1_900), conn(12, 40000, 8_900), conn(13, 40002, 100)];
         let (rows, recon) = join(&log, &conns);
         let ids: Vec<(u64, Option<u64>)> =
-            rows.iter().map(|j| (j.log.req_id, j.conn.map(|c| c.conn_id))).collect();
+            rows.iter().map(|j| (j.log.req_id, j.conn.map(|i| conns[i].conn_id))).collect();
         assert_eq!(ids, vec![(1, Some(10)), (2, Some(11)), (3, Some(12)), (4, None)]);
         assert_eq!(
             recon,

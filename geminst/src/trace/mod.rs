@@ -524,6 +524,6 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
         &cert,
     )?;
     info.write(&out)?;
-    summary::print(&output, reason, &out, recon.as_ref());
+    summary::print(&output, reason, &out, recon.as_ref().map(|j| &j.counts));
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,7 @@ use crate::{
     dataset::{
         self, RunInfo, Table,
         connections::{self, ConnRow},
-        requests::{self, Reconciliation},
+        requests::{self, JoinSummary, PerRequest},
         serverlog,
     },
 };
@@ -47,7 +47,8 @@ fn write_connections(
 }
 
 /// Writes the Parquet files and fills `info` (the caller writes run.json, after adding its own
-/// sections). With the server's log, also requests.parquet and the time series' request counts;
+/// sections). With the server's log, also requests.parquet, the time series' request counts and
+/// the join's counts and per-request means (run.json `join` and `per_request`);
 /// a log that cannot be read is reported in `info` and returned as the error, after everything
 /// else was written.
 #[allow(clippy::too_many_arguments)]
@@ -59,7 +60,7 @@ pub fn write(
     duration_s: Option<f64>,
     server_log: Option<&Path>,
     cert: &CertChain,
-) -> Result<Option<Reconciliation>> {
+) -> Result<Option<JoinSummary>> {
     describe(info, output, reason, duration_s)?;
     let wires = output.wire.as_ref().map(|w| w.connections.as_slice());
     let matches = write_connections(dir, &output.connections, wires)?;
@@ -78,23 +79,23 @@ pub fn write(
             requests::fill_requests_done(&mut output.timeseries, &log.records);
             let (rows, r) = requests::join(&log.records, &output.connections);
             // Each request's captured connection: the one its traced connection matched.
-            let wire_of = |c: Option<&ConnRow>| -> Option<&ConnWire> {
-                let c = c?;
-                let i = output.connections.iter().position(|x| std::ptr::eq(x, c))?;
-                matches[i].map(|m| &wires.unwrap_or_default()[m])
-            };
-            let wire_rows: Vec<Option<&ConnWire>> = rows.iter().map(|j| wire_of(j.conn)).collect();
+            let wire_rows: Vec<Option<&ConnWire>> = rows
+                .iter()
+                .map(|j| j.conn.and_then(|i| matches[i]).map(|m| &wires.unwrap_or_default()[m]))
+                .collect();
             let predicted: Vec<_> =
                 rows.iter().zip(&wire_rows).map(|(j, w)| wire::predict(j.log, *w, cert)).collect();
             let mut t = Table::new();
-            requests::columns(&mut t, &rows);
+            requests::columns(&mut t, &rows, &output.connections);
             if output.wire.is_some() {
                 capture::add_wire_columns(&mut t, &wire_rows);
             }
             wire::add_predicted_columns(&mut t, &predicted);
             t.write(&dir.join(requests::FILE))?;
+            let per_request = PerRequest::of(&rows, &output.connections);
             info.section("join", &r)?;
-            recon = Some(r);
+            info.section("per_request", &per_request)?;
+            recon = Some(JoinSummary { counts: r, per_request });
         }
         Some((path, Err(e))) => {
             info.notes.push(format!(
