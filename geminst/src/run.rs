@@ -18,10 +18,9 @@ use crate::{
     clock,
     dataset::{RunInfo, requests::JoinSummary},
     energy::PowerArgs,
-    exit::bad_input,
     load::{self, GeminiUrl, LoadReport, Plan},
     signals,
-    trace::{self, StopReason, TraceConfig, Tracer},
+    trace::{self, MeasureArgs, StopReason, TraceConfig, Tracer},
 };
 
 /// The profile used when none is given; copied into the run's folder so the run records it.
@@ -45,21 +44,8 @@ pub struct RunArgs {
     /// Worker threads of the server (default: one per CPU)
     #[arg(long, value_name = "N")]
     pub server_threads: Option<u16>,
-    /// Length of a time-series interval in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = 100)]
-    pub interval: u64,
-    /// Turn on the kernel's BPF statistics and report each program's cost per event
-    #[arg(long)]
-    pub bpf_stats: bool,
-    /// Interface the load reaches the server on, for the packet capture
-    #[arg(long, value_name = "IFACE", default_value = "lo")]
-    pub iface: String,
-    /// Do not capture packets (no wire columns)
-    #[arg(long)]
-    pub no_capture: bool,
-    /// Also write the captured packets to this pcap file (for Wireshark)
-    #[arg(long, value_name = "FILE")]
-    pub write_pcap: Option<PathBuf>,
+    #[command(flatten)]
+    pub measure: MeasureArgs,
     #[command(flatten)]
     pub power: PowerArgs,
 }
@@ -164,9 +150,6 @@ fn plan(args: &RunArgs, dir: &Path, addr: std::net::SocketAddr) -> Result<Plan> 
 }
 
 pub fn command(args: RunArgs) -> Result<ExitCode> {
-    if args.interval == 0 {
-        return bad_input("--interval must be at least 1 ms");
-    }
     if let Some(p) = &args.profile {
         // A bad profile is found before anything starts.
         Plan::from_profile(p)?;
@@ -184,10 +167,10 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
     let mut tracer = Tracer::start(&TraceConfig {
         pids: vec![server.child.id()],
         ports: Some(vec![server.addr.port()]),
-        bpf_stats: args.bpf_stats,
-        interval: Duration::from_millis(args.interval),
+        bpf_stats: args.measure.bpf_stats,
+        interval: Duration::from_millis(args.measure.interval),
         power: args.power.clone(),
-        capture: (!args.no_capture).then(|| (args.iface.clone(), args.write_pcap.clone())),
+        capture: args.measure.capture(),
     })?;
     let planned =
         plan.planned_duration().map_or("until stopped".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));

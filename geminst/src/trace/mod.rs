@@ -53,19 +53,32 @@ pub struct TraceArgs {
     /// Stop after this many seconds (default: when the targets exit, or on Ctrl-C)
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Length of a time-series interval in milliseconds
-    #[arg(long, value_name = "MS", default_value_t = 100)]
-    pub interval: u64,
     /// Folder for the data set (default: runs/<UTC time>-trace)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Turn on the kernel's BPF statistics and report each program's cost per event
-    #[arg(long)]
-    pub bpf_stats: bool,
     /// The built-in server's request log: joined with the connections into requests.parquet
     #[arg(long, value_name = "FILE")]
     pub server_log: Option<PathBuf>,
-    /// Interface to capture the server port's packets on, for wire bytes (libpcap)
+    #[command(flatten)]
+    pub measure: MeasureArgs,
+    /// The server's certificate chain (PEM), to size the TLS handshake in the predicted bytes
+    /// (default: a typical self-signed ECDSA P-256 certificate)
+    #[arg(long, value_name = "FILE")]
+    pub server_cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub power: PowerArgs,
+}
+
+/// How to measure, shared by `geminst trace` and `geminst run`.
+#[derive(Debug, Clone, Args)]
+pub struct MeasureArgs {
+    /// Length of a time-series interval in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub interval: u64,
+    /// Turn on the kernel's BPF statistics and report each program's cost per event
+    #[arg(long)]
+    pub bpf_stats: bool,
+    /// Interface to capture the server ports' packets on, for wire bytes (libpcap)
     #[arg(long, value_name = "IFACE", default_value = "lo")]
     pub iface: String,
     /// Do not capture packets (no wire columns)
@@ -74,12 +87,13 @@ pub struct TraceArgs {
     /// Also write the captured packets to this pcap file (for Wireshark)
     #[arg(long, value_name = "FILE")]
     pub write_pcap: Option<PathBuf>,
-    /// The server's certificate chain (PEM), to size the TLS handshake in the predicted bytes
-    /// (default: a typical self-signed ECDSA P-256 certificate)
-    #[arg(long, value_name = "FILE")]
-    pub server_cert: Option<PathBuf>,
-    #[command(flatten)]
-    pub power: PowerArgs,
+}
+
+impl MeasureArgs {
+    /// The packet capture asked for: the interface and the optional pcap file.
+    pub fn capture(&self) -> Option<(String, Option<PathBuf>)> {
+        (!self.no_capture).then(|| (self.iface.clone(), self.write_pcap.clone()))
+    }
 }
 
 /// What to trace and how.
@@ -463,10 +477,10 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
     let cfg = TraceConfig {
         pids: args.pids.clone(),
         ports: (!args.ports.is_empty()).then(|| args.ports.clone()),
-        bpf_stats: args.bpf_stats,
-        interval: Duration::from_millis(args.interval),
+        bpf_stats: args.measure.bpf_stats,
+        interval: Duration::from_millis(args.measure.interval),
         power: args.power.clone(),
-        capture: (!args.no_capture).then(|| (args.iface.clone(), args.write_pcap.clone())),
+        capture: args.measure.capture(),
     };
     let mut tracer = Tracer::start(&cfg)?;
     signals::install();
