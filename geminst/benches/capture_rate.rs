@@ -58,7 +58,7 @@ impl Run {
 /// Runs `traffic(stop, units, pace)` for `RUN` under a capture of `port` with a ring of
 /// `buffer_bytes`.
 fn measure(port: u16, target: Option<f64>, buffer_bytes: u32, traffic: &Traffic) -> Run {
-    let mut config = CaptureConfig::new("lo", Some(port));
+    let mut config = CaptureConfig::new("lo", &[port]);
     config.buffer_bytes = buffer_bytes;
     let cap = Capture::start(config).expect("capture on lo (run as root)");
     let stop = AtomicBool::new(false);

@@ -9,6 +9,7 @@ mod tcpdump;
 
 use std::{
     collections::BTreeMap,
+    io::{Read, Write},
     net::SocketAddr,
     process::Command,
     sync::atomic::Ordering,
@@ -22,7 +23,7 @@ use tcpdump::Flow;
 use crate::util;
 
 fn start_capture(port: u16, write_pcap: Option<std::path::PathBuf>) -> Capture {
-    let mut config = CaptureConfig::new("lo", Some(port));
+    let mut config = CaptureConfig::new("lo", &[port]);
     config.write_pcap = write_pcap;
     Capture::start(config).expect("capture on lo")
 }
@@ -593,7 +594,7 @@ fn calc_cli_reports_parts_and_rejects_bad_input() {
 /// An unknown interface is bad input, named in the error; no thread is left behind.
 #[test]
 fn unknown_interface_is_bad_input() {
-    let err = Capture::start(CaptureConfig::new("nosuchif0", Some(1965))).err().expect("an error");
+    let err = Capture::start(CaptureConfig::new("nosuchif0", &[1965])).err().expect("an error");
     assert_eq!(geminst::exit::code_for(&err), geminst::exit::BAD_INPUT);
     assert!(format!("{err:#}").contains("nosuchif0"), "{err:#}");
 }
@@ -613,4 +614,45 @@ fn root_idle_capture_stops_promptly() {
     assert!(out.connections.is_empty());
     assert_eq!(out.stats.packets_seen, 0);
     assert!(out.stats.clock_offset_drift_ns.abs() < 1_000_000, "{:#?}", out.stats);
+}
+
+/// With several server ports, every port's connections are captured, each oriented with the
+/// server at its listening end, and the payload is what each end wrote; a port not asked for is
+/// not captured.
+#[test]
+fn root_capture_counts_every_server_port() {
+    if !util::root_or_skip("root_capture_counts_every_server_port") {
+        return;
+    }
+    let _g = util::serial();
+    let listeners: Vec<std::net::TcpListener> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
+    let cap = Capture::start(CaptureConfig::new("lo", &ports[..2])).expect("capture on lo");
+    let mut clients = Vec::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let mut c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut s, _) = l.accept().unwrap();
+        let (up, down) = (100 * (i + 1), 1000 * (i + 1));
+        c.write_all(&vec![b'u'; up]).unwrap();
+        let mut got = vec![0; up];
+        s.read_exact(&mut got).unwrap();
+        s.write_all(&vec![b'd'; down]).unwrap();
+        let mut got = vec![0; down];
+        c.read_exact(&mut got).unwrap();
+        clients.push((c.local_addr().unwrap(), l.local_addr().unwrap(), up as u64, down as u64));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let out = cap.stop().unwrap();
+    for (i, &(client, server, up, down)) in clients.iter().enumerate() {
+        let found: Vec<&ConnWire> = out.connections.iter().filter(|c| c.client == client).collect();
+        if i == 2 {
+            assert!(found.is_empty(), "port {} was not asked for: {found:#?}", server.port());
+            continue;
+        }
+        assert_eq!(found.len(), 1, "one connection from {client}: {:#?}", out.connections);
+        let c = found[0];
+        assert_eq!(c.server, server);
+        assert_eq!((c.to_server.tcp_payload_bytes, c.to_client.tcp_payload_bytes), (up, down));
+    }
 }

@@ -145,7 +145,7 @@ pub struct Skipped {
 
 /// All connections of a capture.
 pub struct ConnTable {
-    port: Option<u16>,
+    ports: Vec<u16>,
     live: HashMap<(SocketAddr, SocketAddr), Live>,
     /// Connections replaced by a new one on the same 4-tuple.
     done: Vec<ConnWire>,
@@ -153,19 +153,20 @@ pub struct ConnTable {
 }
 
 impl ConnTable {
-    /// `port`: the server's port, which decides which end is the server.
-    pub fn new(port: Option<u16>) -> Self {
-        Self { port, live: HashMap::new(), done: Vec::new(), skipped: Skipped::default() }
+    /// `ports`: the server's ports, which decide which end is the server (empty: guess from the
+    /// handshake).
+    pub fn new(ports: Vec<u16>) -> Self {
+        Self { ports, live: HashMap::new(), done: Vec::new(), skipped: Skipped::default() }
     }
 
     /// Which end of a segment is the server: returns (server, client, from_client).
     fn orient(&self, s: &Segment) -> Option<(SocketAddr, SocketAddr, bool)> {
         let src = SocketAddr::new(s.src, s.src_port);
         let dst = SocketAddr::new(s.dst, s.dst_port);
-        if let Some(port) = self.port {
-            return if s.dst_port == port {
+        if !self.ports.is_empty() {
+            return if self.ports.contains(&s.dst_port) {
                 Some((dst, src, true))
-            } else if s.src_port == port {
+            } else if self.ports.contains(&s.src_port) {
                 Some((src, dst, false))
             } else {
                 None
@@ -272,7 +273,7 @@ mod tests {
     #[test]
     fn a_connection_in_both_directions() {
         use tcp_flags::*;
-        let mut t = ConnTable::new(Some(1965));
+        let mut t = ConnTable::new(vec![1965]);
         add(&mut t, true, 5000, 10, SYN, &[], 1);
         add(&mut t, false, 5000, 90, SYN | ACK, &[], 2);
         add(&mut t, true, 5000, 11, ACK, &[], 3);
@@ -303,7 +304,7 @@ mod tests {
     #[test]
     fn a_new_syn_after_close_starts_a_new_connection() {
         use tcp_flags::*;
-        let mut t = ConnTable::new(None);
+        let mut t = ConnTable::new(Vec::new());
         add(&mut t, true, 6000, 10, SYN, &[], 1);
         add(&mut t, false, 6000, 90, SYN | ACK, &[], 2);
         add(&mut t, true, 6000, 11, RST, &[], 3);
@@ -320,7 +321,7 @@ mod tests {
     #[test]
     fn without_a_port_the_syn_decides_the_server() {
         use tcp_flags::*;
-        let mut t = ConnTable::new(None);
+        let mut t = ConnTable::new(Vec::new());
         // Client on a lower port than the server.
         let f = frame_v4((C, 80), (C, 9000), 1, SYN, &[], &[]);
         t.add(&parse(linktype::ETHERNET, &f, f.len() as u32).unwrap(), f.len() as u32, 1);

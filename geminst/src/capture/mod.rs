@@ -3,7 +3,7 @@
 //! predicts the same quantities from the protocol specifications. See docs/wire-bytes.md.
 //!
 //! The public face: [`Capture`] (start on an interface, stop to get [`CaptureOutput`]),
-//! [`count_file`] for a pcap file, [`TlsRecordParser`] for one direction's record stream, and
+//! [`TlsRecordParser`] for one direction's record stream, and
 //! [`calc::predict`] for a prediction.
 
 pub mod calc;
@@ -22,6 +22,5 @@ pub use columns::{add_wire_columns, connections_table, wire_column_names};
 pub use connection::{ConnWire, DirWire, Skipped};
 pub use sniffer::{
     Capture, CaptureConfig, CaptureOutput, CaptureStats, DEFAULT_BUFFER_BYTES, DEFAULT_SNAPLEN, WireTotals,
-    count_file,
 };
 pub use tls_records::{RecordTally, TlsCounts, TlsRecordParser};

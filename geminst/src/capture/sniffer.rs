@@ -42,9 +42,10 @@ pub const DEFAULT_BUFFER_BYTES: u32 = 64 << 20;
 pub struct CaptureConfig {
     /// Interface name (`lo`, `eth0`, `any`).
     pub iface: String,
-    /// The server's TCP port: the capture filter is `tcp port P`, and the end with this port is the
-    /// server. `None` captures all TCP and guesses the server from the handshake.
-    pub port: Option<u16>,
+    /// The server's TCP ports: the capture filter is `tcp and (port P or port Q ...)`, and the end
+    /// with one of them is the server. Empty captures all TCP and guesses the server from the
+    /// handshake.
+    pub ports: Vec<u16>,
     /// Also write every captured frame to this pcap file (nanosecond timestamps), for Wireshark.
     pub write_pcap: Option<PathBuf>,
     /// Kernel ring size in bytes.
@@ -55,10 +56,10 @@ pub struct CaptureConfig {
 }
 
 impl CaptureConfig {
-    pub fn new(iface: impl Into<String>, port: Option<u16>) -> Self {
+    pub fn new(iface: impl Into<String>, ports: &[u16]) -> Self {
         Self {
             iface: iface.into(),
-            port,
+            ports: ports.to_vec(),
             write_pcap: None,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             snaplen: DEFAULT_SNAPLEN,
@@ -67,10 +68,11 @@ impl CaptureConfig {
 
     /// The BPF filter the kernel applies.
     pub fn filter(&self) -> String {
-        match self.port {
-            Some(p) => format!("tcp port {p}"),
-            None => "tcp".to_string(),
+        if self.ports.is_empty() {
+            return "tcp".to_string();
         }
+        let ports: Vec<String> = self.ports.iter().map(|p| format!("port {p}")).collect();
+        format!("tcp and ({})", ports.join(" or "))
     }
 }
 
@@ -209,8 +211,13 @@ impl Capture {
             pcap_file: config.write_pcap.clone(),
             ..CaptureStats::default()
         };
-        let worker =
-            Worker { cap, savefile, table: ConnTable::new(config.port), stats, totals: totals.clone() };
+        let worker = Worker {
+            cap,
+            savefile,
+            table: ConnTable::new(config.ports.clone()),
+            stats,
+            totals: totals.clone(),
+        };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("geminst-capture".into())
@@ -365,39 +372,4 @@ fn count_frame(
         Err(Skip::Fragment) => stats.skipped.fragments += 1,
         Err(Skip::Malformed) => stats.skipped.malformed += 1,
     }
-}
-
-/// Counts a pcap file (one geminst or tcpdump wrote) with the same rules as a live capture.
-/// Times in the result are the file's own timestamps (CLOCK_REALTIME ns): there is no monotonic
-/// clock to map them onto. `port` plays the same part as in [`CaptureConfig`].
-pub fn count_file(path: &std::path::Path, port: Option<u16>) -> Result<CaptureOutput> {
-    let mut cap = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano)
-        .map_err(|e| BadInput(format!("cannot read pcap file {}: {e}", path.display())))?;
-    let mut table = ConnTable::new(port);
-    let mut stats = CaptureStats {
-        iface: format!("file:{}", path.display()),
-        filter: CaptureConfig::new("", port).filter(),
-        linktype: cap.get_datalink().0,
-        ..CaptureStats::default()
-    };
-    loop {
-        match cap.next_packet() {
-            Ok(pkt) => {
-                if let Some(p) = port {
-                    // Apply the live capture's filter: TCP with the port at either end.
-                    let keep = packet::parse(stats.linktype, pkt.data, pkt.header.len)
-                        .map(|s| s.src_port == p || s.dst_port == p)
-                        .unwrap_or(false);
-                    if !keep {
-                        continue;
-                    }
-                }
-                count_frame(&mut table, &mut stats, None, pkt.header, pkt.data);
-            }
-            Err(pcap::Error::NoMorePackets) => break,
-            Err(e) => return Err(anyhow!("reading pcap file {}: {e}", path.display())),
-        }
-    }
-    stats.skipped.other_port = table.skipped.other_port;
-    Ok(CaptureOutput { connections: table.finish(), stats })
 }

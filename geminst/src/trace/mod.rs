@@ -105,8 +105,7 @@ pub struct TraceConfig {
     pub bpf_stats: bool,
     pub interval: Duration,
     pub power: PowerArgs,
-    /// Packet capture on the server port: the interface and optional pcap file (the port is the
-    /// server port, so with several server ports the first is captured).
+    /// Packet capture on the server ports: the interface and optional pcap file.
     pub capture: Option<(String, Option<PathBuf>)>,
 }
 
@@ -237,11 +236,13 @@ impl Tracer {
         // one created before is in /proc when it is listed.
         probes.attach()?;
         // The capture starts with the programs: a connection's handshake is seen by both.
-        let (capture, capture_problem) = match (&cfg.capture, ports.first()) {
-            (None, _) => (None, None),
-            (Some(_), None) => (None, Some("no server port to capture (pass --port)".to_string())),
-            (Some((iface, pcap)), Some(&port)) => {
-                let mut c = CaptureConfig::new(iface.clone(), Some(port));
+        let (capture, capture_problem) = match &cfg.capture {
+            None => (None, None),
+            Some(_) if ports.is_empty() => {
+                (None, Some("no server port to capture (pass --port)".to_string()))
+            }
+            Some((iface, pcap)) => {
+                let mut c = CaptureConfig::new(iface.clone(), &ports);
                 c.write_pcap = pcap.clone();
                 (Some(Capture::start(c)?), None)
             }

@@ -258,7 +258,7 @@ fn root_calc_predicts_geminst_serve() {
     let cert = CertChain::from_pem(&std::fs::read(&cert_path).unwrap()).unwrap();
     assert_eq!(cert.key, "ECDSA P-256");
 
-    let cap = Capture::start(CaptureConfig::new("lo", Some(port))).expect("capture on lo");
+    let cap = Capture::start(CaptureConfig::new("lo", &[port])).expect("capture on lo");
     let mut cases = Vec::new();
     for tls in [TlsVersion::Tls13, TlsVersion::Tls12] {
         for (request, body) in [
