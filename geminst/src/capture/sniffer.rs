@@ -124,18 +124,13 @@ pub struct CaptureOutput {
 pub struct WireTotals {
     pub packets: u64,
     pub frame_bytes: u64,
-    pub ip_header_bytes: u64,
-    pub tcp_header_bytes: u64,
-    pub tcp_payload_bytes: u64,
 }
 
+/// `WireTotals` as the capture thread publishes them, once per batch of packets libpcap hands it.
 #[derive(Default)]
 struct LiveTotals {
     packets: AtomicU64,
     frame_bytes: AtomicU64,
-    ip_header_bytes: AtomicU64,
-    tcp_header_bytes: AtomicU64,
-    tcp_payload_bytes: AtomicU64,
 }
 
 /// A running capture. Stop it with [`Capture::stop`]; dropping it stops it too (discarding the
@@ -216,6 +211,7 @@ impl Capture {
             savefile,
             table: ConnTable::new(config.ports.clone()),
             stats,
+            counted: WireTotals::default(),
             totals: totals.clone(),
         };
         let flag = stop.clone();
@@ -232,9 +228,6 @@ impl Capture {
         WireTotals {
             packets: t.packets.load(Ordering::Relaxed),
             frame_bytes: t.frame_bytes.load(Ordering::Relaxed),
-            ip_header_bytes: t.ip_header_bytes.load(Ordering::Relaxed),
-            tcp_header_bytes: t.tcp_header_bytes.load(Ordering::Relaxed),
-            tcp_payload_bytes: t.tcp_payload_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -261,6 +254,8 @@ struct Worker {
     savefile: Option<pcap::Savefile>,
     table: ConnTable,
     stats: CaptureStats,
+    /// Counted by this thread; published to `totals` after each batch.
+    counted: WireTotals,
     totals: Arc<LiveTotals>,
 }
 
@@ -324,16 +319,18 @@ impl Worker {
 
     /// Reads every packet available now (non-blocking); returns how many.
     fn dispatch(&mut self) -> Result<usize, pcap::Error> {
-        let Self { cap, savefile, table, stats, totals } = self;
+        let Self { cap, savefile, table, stats, counted, totals } = self;
         let mut total = 0;
         loop {
             let n = cap.dispatch(None, |pkt| {
                 if let Some(f) = savefile.as_mut() {
                     f.write(&pkt);
                 }
-                count_frame(table, stats, Some(totals), pkt.header, pkt.data);
+                count_frame(table, stats, counted, pkt.header, pkt.data);
             })?;
             total += n;
+            totals.packets.store(counted.packets, Ordering::Relaxed);
+            totals.frame_bytes.store(counted.frame_bytes, Ordering::Relaxed);
             if n == 0 {
                 return Ok(total);
             }
@@ -345,7 +342,7 @@ impl Worker {
 fn count_frame(
     table: &mut ConnTable,
     stats: &mut CaptureStats,
-    totals: Option<&LiveTotals>,
+    counted: &mut WireTotals,
     h: &pcap::PacketHeader,
     data: &[u8],
 ) {
@@ -359,13 +356,8 @@ fn count_frame(
     match packet::parse(stats.linktype, data, h.len) {
         Ok(seg) => {
             stats.segments_counted += 1;
-            if let Some(t) = totals {
-                t.packets.fetch_add(1, Ordering::Relaxed);
-                t.frame_bytes.fetch_add(u64::from(h.len), Ordering::Relaxed);
-                t.ip_header_bytes.fetch_add(u64::from(seg.ip_header_len), Ordering::Relaxed);
-                t.tcp_header_bytes.fetch_add(u64::from(seg.tcp_header_len), Ordering::Relaxed);
-                t.tcp_payload_bytes.fetch_add(u64::from(seg.payload_len), Ordering::Relaxed);
-            }
+            counted.packets += 1;
+            counted.frame_bytes += u64::from(h.len);
             table.add(&seg, h.len, ns);
         }
         Err(Skip::NotTcp) => stats.skipped.not_tcp += 1,

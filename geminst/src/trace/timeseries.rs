@@ -133,7 +133,7 @@ mod tests {
         let mut s = Sampler::new(1_000, Duration::from_nanos(100));
         assert_eq!(s.next_ns(), 1_100);
         let m = Machine { busy_cpu_ns: 100, energy_j: 2.0 };
-        let w = WireTotals { packets: 7, frame_bytes: 700, ..WireTotals::default() };
+        let w = WireTotals { packets: 7, frame_bytes: 700 };
         s.sample(
             1_100,
             Totals { cpu_ns: 50, sock_send_bytes: 10, ..Totals::default() },
@@ -142,7 +142,7 @@ mod tests {
             Some(w),
         );
         let t = Totals { cpu_ns: 80, sock_send_bytes: 10, connections_closed: 2, ..Totals::default() };
-        let w = WireTotals { packets: 9, frame_bytes: 1000, ..WireTotals::default() };
+        let w = WireTotals { packets: 9, frame_bytes: 1000 };
         s.sample(1_200, t, None, Machine::default(), Some(w));
         let rows = s.into_rows();
         assert_eq!(
