@@ -13,6 +13,8 @@
 //! It also measures what geminst's per-poll CPU accounting costs: one CLOCK_THREAD_CPUTIME_ID read
 //! timed here, times the two reads per poll, times the polls per connection geminst logged.
 
+mod common;
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
@@ -168,20 +170,7 @@ fn start_jetforce(dir: &Path) -> Option<Server> {
 /// utime+stime of a process in ns (from clock ticks), and the sum of its live threads' run time
 /// from schedstat in ns.
 fn cpu(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); after_comm starts at field 3.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    let mut sched = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
-        if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-            sched += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        }
-    }
-    (ticks * 1_000_000_000 / hz, sched)
+    (common::stat_cpu_ns(pid), common::sched_cpu_ns(pid))
 }
 
 fn fetch(config: &Arc<ClientConfig>, port: u16, request: &[u8]) {
@@ -237,20 +226,12 @@ fn run(server: &Server, config: &Arc<ClientConfig>, args: &Args) -> Run {
     Run { cpu_us: (c1 - c0) as f64 / n / 1e3, sched_us: (s1 - s0) as f64 / n / 1e3, rps: n / elapsed }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 /// ns per CLOCK_THREAD_CPUTIME_ID read in this process (the call geminst makes twice per poll).
 fn clock_read_ns() -> f64 {
     let n = 200_000;
     let start = Instant::now();
     for _ in 0..n {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: a valid timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        std::hint::black_box(ts);
+        std::hint::black_box(thread_cpu_ns());
     }
     start.elapsed().as_nanos() as f64 / n as f64
 }
@@ -421,9 +402,9 @@ fn main() {
         .map(|(s, rs)| {
             (
                 s.name,
-                median(rs.iter().map(|r| r.cpu_us).collect()),
-                median(rs.iter().map(|r| r.sched_us).collect()),
-                median(rs.iter().map(|r| r.rps).collect()),
+                common::median(rs.iter().map(|r| r.cpu_us).collect()),
+                common::median(rs.iter().map(|r| r.sched_us).collect()),
+                common::median(rs.iter().map(|r| r.rps).collect()),
             )
         })
         .collect();

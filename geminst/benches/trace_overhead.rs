@@ -5,6 +5,8 @@
 //! own CPU and each program's cost per event from the kernel's BPF statistics. Needs root.
 //! `cargo bench -p geminst --bench trace_overhead`.
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
@@ -18,15 +20,10 @@ const SECONDS: &str = "4";
 const CONCURRENCY: &str = "2";
 const URL_PATH: &str = "/_bench/bytes/1024";
 
-/// utime + stime of a process, in ns.
+/// The run time of a process's threads in ns (schedstat: the scheduler's nanoseconds, where
+/// utime+stime would count 10 ms ticks, as coarse as the overhead measured).
 fn cpu_ns(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = stat.rsplit_once(") ").unwrap().1;
-    let f: Vec<u64> = after.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the state.
-    (f[11] + f[12]) * 1_000_000_000 / hz
+    common::sched_cpu_ns(pid)
 }
 
 /// Kills the server when the benchmark ends, panics included.
@@ -73,17 +70,8 @@ fn load(port: u16) -> u64 {
     summary["requests"]["completed"].as_u64().unwrap()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("trace_overhead needs root (it loads eBPF programs): run it as root");
-        std::process::exit(1);
-    }
+    common::require_root("trace_overhead", "it loads eBPF programs");
     let dir = std::env::temp_dir().join(format!("geminst-bench-overhead-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (server, port) = start_server(&dir);
@@ -176,9 +164,14 @@ fn main() {
     }
     drop(server);
 
-    let (pc, pr) = (median(plain.iter().map(|p| p.0).collect()), median(plain.iter().map(|p| p.1).collect()));
-    let (tc, tr) =
-        (median(traced.iter().map(|p| p.0).collect()), median(traced.iter().map(|p| p.1).collect()));
+    let (pc, pr) = (
+        common::median(plain.iter().map(|p| p.0).collect()),
+        common::median(plain.iter().map(|p| p.1).collect()),
+    );
+    let (tc, tr) = (
+        common::median(traced.iter().map(|p| p.0).collect()),
+        common::median(traced.iter().map(|p| p.1).collect()),
+    );
     println!(
         "\nmedians over {ROUNDS} alternating rounds, closed loop, {CONCURRENCY} connections, {URL_PATH}:"
     );
@@ -191,7 +184,7 @@ fn main() {
                 pick(&traced[r]) / ((pick(&plain[r]) + pick(next)) / 2.0)
             })
             .collect();
-        100.0 * (median(ratios) - 1.0)
+        100.0 * (common::median(ratios) - 1.0)
     };
     println!(
         "  server CPU per request: untraced {pc:.1} µs, traced {tc:.1} µs: {:+.1}%, paired {:+.1}% (target <= 3%)",
@@ -203,14 +196,17 @@ fn main() {
         100.0 * (tr / pr - 1.0),
         paired(|p| p.1)
     );
-    println!("  the tracer's own CPU (maps, capture, time series): {:.1} µs per request", median(tracer_cpu));
-    let floor = program_ns.get("stats_floor").map(|v| median(v.clone())).unwrap_or(0.0);
+    println!(
+        "  the tracer's own CPU (maps, capture, time series): {:.1} µs per request",
+        common::median(tracer_cpu)
+    );
+    let floor = program_ns.get("stats_floor").map(|v| common::median(v.clone())).unwrap_or(0.0);
     println!(
         "  per event (kernel BPF statistics; the statistics' own cost {floor:.1} ns is subtracted; target <= 150 ns):"
     );
     for (name, v) in &program_ns {
         if name != "stats_floor" {
-            let m = median(v.clone());
+            let m = common::median(v.clone());
             println!("    {name:<20} {m:>7.1} ns raw {:>7.1} ns net", m - floor);
         }
     }

@@ -2,6 +2,8 @@
 //! (run_time_ns / run_cnt), under a context-switch-heavy load, and the load's throughput traced
 //! vs untraced, alternating in one run. Needs root. `cargo bench -p geminst --bench trace_sched`.
 
+mod common;
+
 use std::{
     process::{Command, Stdio},
     time::Duration,
@@ -40,17 +42,8 @@ fn program(run: &serde_json::Value, name: &str) -> (u64, f64) {
     (p["run_count"].as_u64().unwrap(), p["ns_per_event"].as_f64().unwrap_or(f64::NAN))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("trace_sched needs root (it loads eBPF programs): run it as root");
-        std::process::exit(1);
-    }
+    common::require_root("trace_sched", "it loads eBPF programs");
     let (mut base, mut traced, mut hit_ns, mut floor_ns) = (vec![], vec![], vec![], vec![]);
     for round in 0..ROUNDS {
         let (b, _) = pingpong(None);
@@ -90,8 +83,8 @@ fn main() {
     let _ = sleeper.kill();
     let _ = sleeper.wait();
 
-    let (b, t) = (median(base), median(traced));
-    let (hit, floor) = (median(hit_ns), median(floor_ns));
+    let (b, t) = (common::median(base), common::median(traced));
+    let (hit, floor) = (common::median(hit_ns), common::median(floor_ns));
     println!(
         "\nsched_switch, traced process switching: {hit:.1} ns/event raw, {:.1} net of the statistics' {floor:.1} (median of {ROUNDS}; target <= 100)",
         hit - floor
