@@ -132,6 +132,8 @@ fn request_and_response_sizes_are_exact() {
         assert!(times.windows(2).all(|w| w[0] <= w[1]), "stages out of order: {times:?}");
         assert_eq!(u(col("latency_ns")), times[5] - times[0]);
         assert_eq!(u(col("start_lag_ns")), times[1] - times[0]);
+        // Closed loop: a request is due when it starts, so it cannot start late.
+        assert_eq!(u(col("start_lag_ns")), 0, "closed loop, row {i}");
         // The server accepted the connection between the client's start and its connect.
         assert!(times[1] <= s.accept_ns && s.accept_ns <= times[2] + 50_000_000, "accept {}", s.accept_ns);
     }

@@ -52,9 +52,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// Runs one request, filling `rec` with what happened; never fails: errors go in `rec`.
+    /// Runs one request, filling `rec` with what happened; never fails: errors go in `rec`. Its
+    /// start is now, unless the caller already set it (closed loop: the same reading as its
+    /// scheduled time).
     pub async fn request(&self, target: &Target, rec: &mut Record) {
-        rec.start_ns = Some(clock::monotonic_ns());
+        rec.start_ns.get_or_insert_with(clock::monotonic_ns);
         let counts = ByteCounts::default();
         let mut cancel = self.cancel.subscribe();
         let outcome = {

@@ -403,6 +403,7 @@ async fn closed_loop(
                 shared.begin();
                 // No schedule to fall behind: the request is due when its connection is free.
                 let mut rec = Record::new(seq, phase, target.url.clone(), now, target.addr);
+                rec.start_ns = Some(now);
                 shared.client.request(&target, &mut rec).await;
                 shared.finish(rec);
             }
