@@ -105,6 +105,19 @@ fn root_run_joins_every_request_and_its_bytes_add_up() {
             .unwrap_or_else(|| panic!("no request from {addr}"));
         assert_eq!(u(l, "tcp_bytes_sent"), u(r, "log_tcp_bytes_read"), "{l}");
         assert_eq!(u(l, "tcp_bytes_received"), u(r, "log_tcp_bytes_written"), "{l}");
+        assert_eq!(l["meta"], r["meta"], "{l}");
+        // Both ends' clocks are CLOCK_MONOTONIC, so the client's stages bracket the server's:
+        // the server accepts after the client starts connecting, finishes its handshake after
+        // the client's connect, and reads the request before the client sees the first byte.
+        // (The client's handshake_ns is when it saw its handshake finish, with its Finished and
+        // the request already sent, so it may come after the server read the request.)
+        assert!(u(l, "start_ns") <= u(r, "accept_ns"), "client start after the accept: {l}\n{r}");
+        assert!(u(l, "connect_ns") <= u(r, "handshake_ns"), "server handshake before the connect: {l}\n{r}");
+        assert!(
+            u(r, "request_ns") <= u(l, "first_byte_ns"),
+            "first byte before the request was read: {l}\n{r}"
+        );
+        assert!(u(l, "handshake_ns") <= u(l, "first_byte_ns") && u(l, "first_byte_ns") <= u(l, "done_ns"));
     }
 
     let run: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
