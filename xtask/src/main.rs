@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what this machine lacks (Debian packages, rust-src, bpf-linker, Python venv); a quick no-op when all is there
+    /// Install what this machine lacks (Debian packages, the nightly with rust-src and rustfmt, bpf-linker, cargo-fuzz, Python venv); a quick no-op when all is there
     Setup,
     /// Build the eBPF object (geminst's build script also does this on every build)
     BuildEbpf,

@@ -28,7 +28,7 @@ type Step = fn() -> Result<Option<String>>;
 pub fn run() -> Result<()> {
     let steps: [(&str, Step); 5] = [
         ("Debian packages", debian_packages),
-        ("nightly rust-src", rust_src),
+        ("nightly toolchain", nightly_toolchain),
         ("bpf-linker", bpf_linker),
         ("cargo-fuzz", cargo_fuzz),
         ("Python virtual environment", python_venv),
@@ -66,20 +66,42 @@ fn debian_packages() -> Result<Option<String>> {
     Ok(Some(format!("installed {}", missing.join(" "))))
 }
 
-fn rust_src() -> Result<Option<String>> {
+/// Components of the nightly the project uses: rust-src for `-Z build-std=core` (the eBPF
+/// build), rustfmt for checking the eBPF crate's formatting.
+const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "rustfmt"];
+
+fn nightly_toolchain() -> Result<Option<String>> {
     let installed = cmd::output(Command::new("rustup").args([
         "component",
         "list",
         "--installed",
         "--toolchain",
         "nightly",
-    ]))
-    .with_context(|| "no nightly toolchain: the eBPF build needs one (`rustup toolchain install nightly`)")?;
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
+    ]));
+    let Some(installed) = installed else {
+        let components = NIGHTLY_COMPONENTS.join(",");
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            &components,
+        ]))?;
+        return Ok(Some(format!("installed the nightly toolchain with {components}")));
+    };
+    let missing: Vec<&str> = NIGHTLY_COMPONENTS
+        .iter()
+        .copied()
+        // Listed as `rust-src`, or with the host triple: `rustfmt-x86_64-unknown-linux-gnu`.
+        .filter(|c| !installed.lines().any(|l| l == *c || l.starts_with(&format!("{c}-"))))
+        .collect();
+    if missing.is_empty() {
         return Ok(None);
     }
-    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
-    Ok(Some("added rust-src to the nightly toolchain".into()))
+    cmd::run(Command::new("rustup").args(["component", "add", "--toolchain", "nightly"]).args(&missing))?;
+    Ok(Some(format!("added {} to the nightly toolchain", missing.join(" "))))
 }
 
 /// The nightly's LLVM major version, from `rustc +nightly -vV`.
