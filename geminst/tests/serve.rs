@@ -627,11 +627,15 @@ fn shutdown_finishes_in_flight_requests_and_flushes_the_log() {
         let gem = serve(&format!("shutdown-{signal}"), &["--bench-routes", "--bench-read-size", "4096"]);
         let port = gem.port;
         let url = gem.url("/_bench/cpu/600000");
-        let client = std::thread::spawn(move || get(port, &url));
-        // Wait until the request is being served (the connection is accepted and busy).
-        assert!(util::wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()));
-        std::thread::sleep(Duration::from_millis(250));
         let pid = gem.pid();
+        let before: u64 = thread_cpu_ns(pid).values().sum();
+        let client = std::thread::spawn(move || get(port, &url));
+        // Wait until the request is being served: the server has burned 50 ms of its 600.
+        assert!(
+            util::wait_until(Duration::from_secs(10), || thread_cpu_ns(pid).values().sum::<u64>()
+                >= before + 50_000_000),
+            "the request never started burning"
+        );
         let started = Instant::now();
         // SAFETY: kill with our child's pid.
         unsafe { libc::kill(pid as i32, signal) };
