@@ -25,33 +25,39 @@ pub fn thread_cpu_ns() -> u64 {
     clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
-/// Splits Unix seconds into a UTC civil date and time (proleptic Gregorian calendar).
-fn civil(unix_secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (unix_secs / 86_400) as i64;
-    let secs = unix_secs % 86_400;
-    // Days since 0000-03-01, so that the leap day falls at the end of a year.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, (secs / 3600) as u32, (secs / 60 % 60) as u32, (secs % 60) as u32)
+/// The UTC date and time of `unix_ns` (the `time` crate does the calendar).
+fn utc(unix_ns: u64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ns))
+        .expect("a u64 of ns since 1970 is within time's range")
 }
 
 /// RFC 3339 UTC time with nanoseconds, e.g. `2026-11-22T02:45:01.123456789Z`.
 pub fn rfc3339(unix_ns: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(unix_ns / 1_000_000_000);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:09}Z", unix_ns % 1_000_000_000)
+    let t = utc(unix_ns);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
 }
 
 /// Compact UTC stamp for folder names, e.g. `20261122T024501Z`.
 pub fn stamp(unix_ns: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(unix_ns / 1_000_000_000);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+    let t = utc(unix_ns);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 #[cfg(test)]
