@@ -232,6 +232,7 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
     let cert = trace::server_cert(cert_file.is_file().then_some(cert_file.as_path()))?;
     let recon = trace::write_output(&dir, &mut info, &mut output, reason, None, Some(&server.log), &cert)?;
     info.write(&dir)?;
+    trace::print_programs(&output);
     print_summary(&dir, &report, recon.as_ref(), &info);
     Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILURE) })
 }

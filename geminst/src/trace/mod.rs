@@ -31,6 +31,7 @@ pub use output::{server_cert, write as write_output};
 use probes::Probes;
 pub use probes::ProgramStats;
 use procfs::Target;
+pub use summary::print_programs;
 use timeseries::{Machine, Sampler, Totals};
 
 use crate::{

@@ -103,6 +103,16 @@ pub fn print(output: &TraceOutput, reason: StopReason, out: &Path, recon: Option
             r.log_records, r.ebpf_connections, r.joined, r.log_only, r.ebpf_only
         );
     }
+    print_programs(output);
+    let lost: u64 = output.lost.values().sum();
+    if lost > 0 {
+        println!("lost or dropped: {lost} (see run.json)");
+    }
+    println!("wrote {}", out.display());
+}
+
+/// With `--bpf-stats`, each program's cost per event, raw and net of the statistics' own cost.
+pub fn print_programs(output: &TraceOutput) {
     let floor =
         output.programs.iter().find(|p| p.program == super::probes::STATS_FLOOR).and_then(|p| p.ns_per_event);
     for p in &output.programs {
@@ -116,11 +126,6 @@ pub fn print(output: &TraceOutput, reason: StopReason, out: &Path, recon: Option
             println!("program {:<20} {:>10} events {:>8.1} ns/event{net}", p.program, p.run_count, ns);
         }
     }
-    let lost: u64 = output.lost.values().sum();
-    if lost > 0 {
-        println!("lost or dropped: {lost} (see run.json)");
-    }
-    println!("wrote {}", out.display());
 }
 
 #[cfg(test)]
