@@ -1,6 +1,8 @@
 //! connections.parquet: one row per TCP connection seen by the tracer (and, once joined, by the
 //! packet capture). Columns in docs/schema.md.
 
+use std::net::SocketAddr;
+
 use super::Table;
 
 /// One TCP connection as the eBPF programs saw it. Times are CLOCK_MONOTONIC ns.
@@ -47,6 +49,16 @@ impl ConnRow {
 
     pub fn remote_addr(&self) -> Option<String> {
         Some(socket_addr(self.remote_ip.as_deref()?, self.remote_port?))
+    }
+
+    /// (local, remote) socket addresses, when the tuple is known: the key the log and the capture
+    /// are matched on.
+    pub fn tuple(&self) -> Option<(SocketAddr, SocketAddr)> {
+        let ip = |s: &Option<String>| s.as_deref()?.parse::<std::net::IpAddr>().ok();
+        Some((
+            SocketAddr::new(ip(&self.local_ip)?, self.local_port?),
+            SocketAddr::new(ip(&self.remote_ip)?, self.remote_port?),
+        ))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod runinfo;
 pub mod serverlog;
 pub mod threads;
 pub mod timeseries;
+pub mod tuples;
 
 pub use files::write_atomic;
 pub use parquet::Table;

@@ -2,8 +2,6 @@
 //! a connection carries exactly one request, so a connection's costs are its request's costs.
 //! Columns in docs/schema.md.
 
-use std::{collections::HashMap, net::SocketAddr};
-
 use serde::Serialize;
 
 use super::{
@@ -80,43 +78,30 @@ impl PerRequest {
     }
 }
 
-fn conn_key(c: &ConnRow) -> Option<(SocketAddr, SocketAddr)> {
-    let local = c.local_addr()?.parse().ok()?;
-    let remote = c.remote_addr()?.parse().ok()?;
-    Some((local, remote))
-}
-
 /// Joins log records with connections on (local address, peer address). When a port pair was
 /// used more than once, each record takes the unused connection created last before its accept.
 pub fn join<'a>(log: &'a [Record], conns: &'a [ConnRow]) -> (Vec<Joined<'a>>, Reconciliation) {
-    let mut by_key: HashMap<(SocketAddr, SocketAddr), Vec<usize>> = HashMap::new();
-    for (i, c) in conns.iter().enumerate() {
-        if let Some(k) = conn_key(c) {
-            by_key.entry(k).or_default().push(i);
-        }
-    }
-    let mut used = vec![false; conns.len()];
-    let mut rows = Vec::with_capacity(log.len());
     let mut order: Vec<&Record> = log.iter().collect();
     order.sort_by_key(|r| (r.accept_mono_ns, r.req_id));
-    for r in order {
-        let key = (canonical(r.local_addr), canonical(r.peer_addr));
-        let pick = by_key.get(&key).and_then(|candidates| {
-            candidates.iter().copied().filter(|&i| !used[i]).min_by_key(|&i| {
-                let created = conns[i].created_ns;
-                // Created before the accept: the closer the better; after it: only if nothing else.
-                if created <= r.accept_mono_ns {
-                    (0, r.accept_mono_ns - created)
-                } else {
-                    (1, created - r.accept_mono_ns)
-                }
-            })
-        });
-        if let Some(i) = pick {
-            used[i] = true;
-        }
-        rows.push(Joined { log: r, conn: pick });
+    let picks = super::tuples::match_by_key(
+        &order,
+        conns,
+        |r| Some((canonical(r.local_addr), canonical(r.peer_addr))),
+        ConnRow::tuple,
+        |r, c| {
+            // Created before the accept: the closer the better; after it: only if nothing else.
+            if c.created_ns <= r.accept_mono_ns {
+                (0, r.accept_mono_ns - c.created_ns)
+            } else {
+                (1, c.created_ns - r.accept_mono_ns)
+            }
+        },
+    );
+    let mut used = vec![false; conns.len()];
+    for i in picks.iter().flatten() {
+        used[*i] = true;
     }
+    let rows: Vec<Joined> = order.iter().zip(&picks).map(|(r, &conn)| Joined { log: r, conn }).collect();
     let server_ports: Vec<u16> = {
         let mut p: Vec<u16> = log.iter().map(|r| r.local_addr.port()).collect();
         p.sort_unstable();

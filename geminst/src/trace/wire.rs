@@ -1,8 +1,6 @@
 //! Putting the packet capture beside the tracer: matching captured connections with traced ones,
 //! and predicting each request's wire bytes from the specifications (capture/calc.rs).
 
-use std::{collections::HashMap, net::SocketAddr};
-
 use crate::{
     capture::{
         ConnWire,
@@ -16,25 +14,13 @@ use crate::{
 /// first packet is closest in time to the connection's creation (Linux reuses client ports, so a
 /// 4-tuple can name several connections over a run). Each captured connection is used once.
 pub fn match_conns(conns: &[ConnRow], wires: &[ConnWire]) -> Vec<Option<usize>> {
-    let mut by_key: HashMap<(SocketAddr, SocketAddr), Vec<usize>> = HashMap::new();
-    for (i, w) in wires.iter().enumerate() {
-        by_key.entry((canonical(w.server), canonical(w.client))).or_default().push(i);
-    }
-    let mut used = vec![false; wires.len()];
-    conns
-        .iter()
-        .map(|c| {
-            let key = (c.local_addr()?.parse().ok()?, c.remote_addr()?.parse().ok()?);
-            let i = by_key
-                .get(&key)?
-                .iter()
-                .copied()
-                .filter(|&i| !used[i])
-                .min_by_key(|&i| wires[i].first_ns.abs_diff(c.created_ns))?;
-            used[i] = true;
-            Some(i)
-        })
-        .collect()
+    crate::dataset::tuples::match_by_key(
+        conns,
+        wires,
+        ConnRow::tuple,
+        |w| Some((canonical(w.server), canonical(w.client))),
+        |c, w| w.first_ns.abs_diff(c.created_ns),
+    )
 }
 
 /// The captured connections no traced connection took.
