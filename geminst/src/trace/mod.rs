@@ -32,7 +32,7 @@ use probes::Probes;
 pub use probes::ProgramStats;
 use procfs::Target;
 pub use summary::print_programs;
-use timeseries::{Machine, Sampler, Totals};
+use timeseries::{Machine, Sampler, totals_of_threads};
 
 use crate::{
     capture::{Capture, CaptureConfig, CaptureOutput},
@@ -326,10 +326,10 @@ impl Tracer {
         }
     }
 
-    fn totals(&self, now: u64) -> Result<Totals> {
+    fn totals(&self, now: u64) -> Result<crate::dataset::timeseries::Counts> {
         let threads: Vec<ThreadRow> =
             self.probes.threads()?.iter().map(|s| rows::thread_row(s, now)).collect();
-        Ok(Totals::of_threads(&threads, self.probes.writeback_bytes()?, self.closed_count))
+        Ok(totals_of_threads(&threads, self.probes.writeback_bytes()?, self.closed_count))
     }
 
     /// Reads the machine's meter; what it did since the last reading.
@@ -416,7 +416,7 @@ impl Tracer {
         // The last sample closes the series exactly at the end of the trace.
         self.conn_events();
         let writeback_bytes = self.probes.writeback_bytes()?;
-        let totals = Totals::of_threads(&threads, writeback_bytes, self.closed_count);
+        let totals = totals_of_threads(&threads, writeback_bytes, self.closed_count);
         let rss = self.rss();
         let machine = self.machine(end_ns);
         let wire_totals = self.capture.as_ref().map(Capture::totals);

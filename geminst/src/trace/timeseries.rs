@@ -4,38 +4,26 @@ use std::time::Duration;
 
 use crate::{
     capture::WireTotals,
-    dataset::{threads::ThreadRow, timeseries::TimeRow},
+    dataset::{
+        threads::ThreadRow,
+        timeseries::{Counts, TimeRow},
+    },
 };
 
-/// Cumulative totals of the traced processes at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub cpu_ns: u64,
-    pub sock_send_bytes: u64,
-    pub sock_recv_bytes: u64,
-    pub file_read_bytes: u64,
-    pub file_write_bytes: u64,
-    pub block_read_bytes: u64,
-    pub block_write_bytes: u64,
-    pub writeback_bytes: u64,
-    pub connections_closed: u64,
-}
-
-impl Totals {
-    /// Sums the threads' counters; `writeback_bytes` and `connections_closed` come from elsewhere.
-    pub fn of_threads(threads: &[ThreadRow], writeback_bytes: u64, connections_closed: u64) -> Self {
-        let sum = |f: fn(&ThreadRow) -> u64| threads.iter().map(f).sum();
-        Self {
-            cpu_ns: sum(|t| t.oncpu_ns),
-            sock_send_bytes: sum(|t| t.sock_send_bytes),
-            sock_recv_bytes: sum(|t| t.sock_recv_bytes),
-            file_read_bytes: sum(|t| t.file_read_bytes),
-            file_write_bytes: sum(|t| t.file_write_bytes),
-            block_read_bytes: sum(|t| t.block_read_bytes),
-            block_write_bytes: sum(|t| t.block_write_bytes),
-            writeback_bytes,
-            connections_closed,
-        }
+/// The traced processes' cumulative counters from their threads' rows; `writeback_bytes` and
+/// `connections_closed` come from elsewhere.
+pub fn totals_of_threads(threads: &[ThreadRow], writeback_bytes: u64, connections_closed: u64) -> Counts {
+    let sum = |f: fn(&ThreadRow) -> u64| threads.iter().map(f).sum();
+    Counts {
+        cpu_ns: sum(|t| t.oncpu_ns),
+        sock_send_bytes: sum(|t| t.sock_send_bytes),
+        sock_recv_bytes: sum(|t| t.sock_recv_bytes),
+        file_read_bytes: sum(|t| t.file_read_bytes),
+        file_write_bytes: sum(|t| t.file_write_bytes),
+        block_read_bytes: sum(|t| t.block_read_bytes),
+        block_write_bytes: sum(|t| t.block_write_bytes),
+        writeback_bytes,
+        connections_closed,
     }
 }
 
@@ -49,19 +37,19 @@ pub struct Machine {
 pub struct Sampler {
     interval_ns: u64,
     last_ns: u64,
-    last: Totals,
+    last: Counts,
     last_wire: WireTotals,
     rows: Vec<TimeRow>,
 }
 
 impl Sampler {
     /// Starts at `start_ns` with the totals then (the counters of threads that existed before
-    /// the trace start at zero, so `Totals::default()` is right at the start).
+    /// the trace start at zero, so `Counts::default()` is right at the start).
     pub fn new(start_ns: u64, interval: Duration) -> Self {
         Self {
             interval_ns: interval.as_nanos().max(1) as u64,
             last_ns: start_ns,
-            last: Totals::default(),
+            last: Counts::default(),
             last_wire: WireTotals::default(),
             rows: Vec::new(),
         }
@@ -77,32 +65,24 @@ impl Sampler {
     pub fn sample(
         &mut self,
         now_ns: u64,
-        totals: Totals,
+        totals: Counts,
         rss_bytes: Option<u64>,
         machine: Machine,
         wire: Option<WireTotals>,
     ) {
-        // Totals never go down; saturate anyway so a clock oddity cannot make a huge row.
-        let d = |now: u64, before: u64| now.saturating_sub(before);
-        let (a, b) = (totals, self.last);
-        let cpu_ns = d(a.cpu_ns, b.cpu_ns);
+        let counts = totals.since(self.last);
         // The traced processes' share of the machine's energy, by CPU time; /proc/stat's ticks are
         // coarser than the tracer's nanoseconds, so the share is capped at the whole.
-        let share =
-            if machine.busy_cpu_ns > 0 { (cpu_ns as f64 / machine.busy_cpu_ns as f64).min(1.0) } else { 0.0 };
+        let share = if machine.busy_cpu_ns > 0 {
+            (counts.cpu_ns as f64 / machine.busy_cpu_ns as f64).min(1.0)
+        } else {
+            0.0
+        };
         let seconds = now_ns.saturating_sub(self.last_ns) as f64 / 1e9;
         self.rows.push(TimeRow {
             start_ns: self.last_ns,
             end_ns: now_ns,
-            cpu_ns,
-            sock_send_bytes: d(a.sock_send_bytes, b.sock_send_bytes),
-            sock_recv_bytes: d(a.sock_recv_bytes, b.sock_recv_bytes),
-            file_read_bytes: d(a.file_read_bytes, b.file_read_bytes),
-            file_write_bytes: d(a.file_write_bytes, b.file_write_bytes),
-            block_read_bytes: d(a.block_read_bytes, b.block_read_bytes),
-            block_write_bytes: d(a.block_write_bytes, b.block_write_bytes),
-            writeback_bytes: d(a.writeback_bytes, b.writeback_bytes),
-            connections_closed: d(a.connections_closed, b.connections_closed),
+            counts,
             requests_done: None,
             rss_bytes,
             machine_busy_cpu_ns: machine.busy_cpu_ns,
@@ -136,24 +116,24 @@ mod tests {
         let w = WireTotals { packets: 7, frame_bytes: 700 };
         s.sample(
             1_100,
-            Totals { cpu_ns: 50, sock_send_bytes: 10, ..Totals::default() },
+            Counts { cpu_ns: 50, sock_send_bytes: 10, ..Counts::default() },
             Some(4096),
             m,
             Some(w),
         );
-        let t = Totals { cpu_ns: 80, sock_send_bytes: 10, connections_closed: 2, ..Totals::default() };
+        let t = Counts { cpu_ns: 80, sock_send_bytes: 10, connections_closed: 2, ..Counts::default() };
         let w = WireTotals { packets: 9, frame_bytes: 1000 };
         s.sample(1_200, t, None, Machine::default(), Some(w));
         let rows = s.into_rows();
         assert_eq!(
-            (rows[0].start_ns, rows[0].end_ns, rows[0].cpu_ns, rows[0].sock_send_bytes),
+            (rows[0].start_ns, rows[0].end_ns, rows[0].counts.cpu_ns, rows[0].counts.sock_send_bytes),
             (1_000, 1_100, 50, 10)
         );
         assert_eq!(
-            (rows[1].start_ns, rows[1].end_ns, rows[1].cpu_ns, rows[1].sock_send_bytes),
+            (rows[1].start_ns, rows[1].end_ns, rows[1].counts.cpu_ns, rows[1].counts.sock_send_bytes),
             (1_100, 1_200, 30, 0)
         );
-        assert_eq!(rows[1].connections_closed, 2);
+        assert_eq!(rows[1].counts.connections_closed, 2);
         assert_eq!(rows[0].rss_bytes, Some(4096));
         // Half the machine's busy time was the traced processes': half its energy.
         assert!((rows[0].energy_j - 1.0).abs() < 1e-12);
