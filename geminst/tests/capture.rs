@@ -452,7 +452,7 @@ fn root_calc_predicts_measured_bytes_within_2_percent() {
         }
         measured.sort();
         let (bytes, packets, retx) = measured[1];
-        let err = (bytes as f64 - pred_total as f64) / pred_total as f64;
+        let err = geminst::capture::calc::relative_error(bytes, pred_total);
         let line = format!(
             "TLS {v} nodelay {nodelay:<5} req {req:>5} body {body:>8}: measured {bytes:>8} B {packets:>3} pkts \
              (+{retx} B retransmitted; of 3: {}..{} B), predicted {pred_total:>8} B {pred_packets:>3} pkts, {:+.3}%\n",

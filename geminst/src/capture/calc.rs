@@ -438,10 +438,6 @@ impl Prediction {
     pub fn total_frame_bytes(&self) -> u64 {
         self.to_server.frame_bytes + self.to_client.frame_bytes
     }
-
-    pub fn total_packets(&self) -> u64 {
-        self.to_server.packets + self.to_client.packets
-    }
 }
 
 /// Header bytes per segment.

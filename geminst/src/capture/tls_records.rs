@@ -121,12 +121,6 @@ impl TlsRecordParser {
         Self { state: State::Header { buf: [0; RECORD_HEADER], have: 0 }, counts: TlsCounts::default() }
     }
 
-    /// The counts so far. Header bytes of a record whose header is not yet complete are not in
-    /// them until the header completes or [`finish`](Self::finish) is called.
-    pub fn counts(&self) -> &TlsCounts {
-        &self.counts
-    }
-
     /// Feeds the next bytes of the stream.
     pub fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {

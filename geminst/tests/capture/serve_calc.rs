@@ -159,9 +159,8 @@ fn check(case: &Case, c: &ConnWire, log: &Record, cert: &CertChain, expected_req
         assert_eq!(d.tls.unclassified_bytes, 0, "{what}: {d:#?}");
     }
 
-    let err = |m: u64, p: u64| (m as f64 - p as f64) / p as f64;
-    let c2s = err(frames(up), pr.to_server.frame_bytes);
-    let s2c = err(frames(down), pr.to_client.frame_bytes);
+    let c2s = calc::relative_error(frames(up), pr.to_server.frame_bytes);
+    let s2c = calc::relative_error(frames(down), pr.to_client.frame_bytes);
     // The response crosses the wire as predicted when its segment stays under half the client's
     // first window: then every segment, pure ACK and the FIN's ride are fixed by the rules the
     // model follows, and frames and packets match in both directions (to the signature's byte).
