@@ -229,7 +229,10 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
     // The server keeps its generated certificate in its state folder; the predictions size the
     // handshake with it.
     let cert_file = dir.join("server-state").join("cert.pem");
-    let cert = trace::server_cert(cert_file.is_file().then_some(cert_file.as_path()))?;
+    let cert = crate::capture::certs::CertChain::from_pem_file(
+        cert_file.is_file().then_some(cert_file.as_path()),
+        "the server's certificate",
+    )?;
     let recon = trace::write_output(&dir, &mut info, &mut output, reason, None, Some(&server.log), &cert)?;
     info.write(&dir)?;
     trace::print_programs(&output);

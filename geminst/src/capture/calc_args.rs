@@ -139,19 +139,7 @@ impl CalcArgs {
     /// The calculator's parameters; a certificate file that cannot be read or is not PEM is bad
     /// input.
     pub fn params(&self) -> Result<CalcParams> {
-        let cert = match &self.cert {
-            None => CertChain::typical(),
-            Some(path) => {
-                let bytes = match std::fs::read(path) {
-                    Ok(b) => b,
-                    Err(e) => return bad_input(format!("cannot read --cert {}: {e}", path.display())),
-                };
-                match CertChain::from_pem(&bytes) {
-                    Ok(c) => c,
-                    Err(e) => return bad_input(format!("--cert {}: {e}", path.display())),
-                }
-            }
-        };
+        let cert = CertChain::from_pem_file(self.cert.as_deref(), "--cert")?;
         let server = match self.server {
             ServerArg::Geminst => ServerStyle::Geminst,
             ServerArg::Rustls => ServerStyle::Rustls,

@@ -55,6 +55,15 @@ impl CertChain {
         }
     }
 
+    /// The chain in the PEM file at `path` (given with `flag`), or the typical one without a
+    /// path. A file that cannot be read or is not a chain is bad input naming the flag and file.
+    pub fn from_pem_file(path: Option<&std::path::Path>, flag: &str) -> anyhow::Result<Self> {
+        let Some(path) = path else { return Ok(Self::typical()) };
+        let bad = |e: String| crate::exit::BadInput(format!("{flag} {}: {e}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        Ok(Self::from_pem(&pem).map_err(bad)?)
+    }
+
     /// Reads a PEM certificate chain (leaf first). The error says what is wrong with the input.
     pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
         let mut der = Vec::new();

@@ -27,7 +27,7 @@ use geminst_common::sock::{CLOSED_GRACE_NS, ConnStats, EVENT_CLOSED, EVENT_EVICT
 use serde::Serialize;
 
 use offsets::Offsets;
-pub use output::{server_cert, write as write_output};
+pub use output::write as write_output;
 use probes::Probes;
 pub use probes::ProgramStats;
 use procfs::Target;
@@ -474,7 +474,7 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
         return crate::exit::bad_input(format!("--duration must be a positive number of seconds, not {d}"));
     }
     // Input read before anything is measured, so a bad file loses nothing.
-    let cert = output::server_cert(args.server_cert.as_deref())?;
+    let cert = crate::capture::certs::CertChain::from_pem_file(args.server_cert.as_deref(), "--server-cert")?;
     let mut info = RunInfo::begin();
     let cfg = TraceConfig {
         pids: args.pids.clone(),

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::{ProgramStats, StopReason, TraceOutput, wire};
@@ -16,14 +16,6 @@ use crate::{
         serverlog,
     },
 };
-
-/// The server's certificate chain for the predictions: the given PEM file, or a typical one.
-pub fn server_cert(path: Option<&Path>) -> Result<CertChain> {
-    let Some(path) = path else { return Ok(CertChain::typical()) };
-    let pem =
-        std::fs::read(path).with_context(|| format!("reading the server certificate {}", path.display()))?;
-    CertChain::from_pem(&pem).map_err(|e| crate::exit::BadInput(format!("{}: {e}", path.display())).into())
-}
 
 /// connections.parquet: every connection the tracer saw, with its captured wire columns, then the
 /// connections only the capture saw.
