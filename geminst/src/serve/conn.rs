@@ -431,9 +431,8 @@ struct WriteSock<'a> {
 
 impl Write for WriteSock<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.tcp.try_write(buf)?;
-        *self.count += n as u64;
-        Ok(n)
+        // One path for both, so `more` holds whichever rustls calls.
+        self.write_vectored(&[IoSlice::new(buf)])
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

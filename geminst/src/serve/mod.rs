@@ -26,7 +26,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use tokio::signal::unix::{SignalKind, signal};
 
-pub use bench_routes::{MAX_BYTES as BENCH_MAX_BYTES, PATTERN as BENCH_PATTERN};
 pub use config::{ImportArgs, ServeArgs};
 pub use content::import::{Imported, import};
 pub use server::{Options, Server, Source, Summary};

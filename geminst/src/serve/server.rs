@@ -102,7 +102,6 @@ pub struct Server {
     runtime: Option<tokio::runtime::Runtime>,
     local_addr: SocketAddr,
     fingerprint: String,
-    cert_path: PathBuf,
     log_path: PathBuf,
     source: Source,
     hostnames: Vec<String>,
@@ -133,7 +132,6 @@ impl Server {
             None => certs::load_or_generate(&opts.state_dir, &opts.hostnames)?,
         };
         let fingerprint = cert.fingerprint.clone();
-        let cert_path = cert.cert_path.clone();
         let tls = tls::server_config(cert)?;
         let store = match &opts.source {
             Source::Root(dir) => Store::Fs(FsStore::open(dir)?),
@@ -198,7 +196,6 @@ impl Server {
             runtime: Some(runtime),
             local_addr,
             fingerprint,
-            cert_path,
             log_path,
             source: opts.source,
             hostnames: opts.hostnames,
@@ -215,10 +212,6 @@ impl Server {
     /// SHA-256 of the certificate the server presents (DER), lower-case hex.
     pub fn cert_fingerprint(&self) -> &str {
         &self.fingerprint
-    }
-
-    pub fn cert_path(&self) -> &Path {
-        &self.cert_path
     }
 
     pub fn log_path(&self) -> &Path {
