@@ -498,6 +498,15 @@ fn thread_cpu_ns(pid: u32) -> std::collections::HashMap<u32, u64> {
 fn the_log_has_one_consistent_line_per_connection() {
     let gem = serve("log", &[]);
     let p = gem.port;
+    // The URLs the clients send, in the order of `fetches` and then the two resuming ones.
+    let sent = [
+        gem.url("/about.gmi"),
+        gem.url("/notes.txt"),
+        format!("gemini://127.0.0.1:{p}/"),
+        gem.url("/nope"),
+        gem.url("/"),
+        gem.url("/"),
+    ];
     let mut fetches = Vec::new();
     // TLS 1.3 with SNI, TLS 1.2, an IP address (no SNI), a 51.
     fetches.push((
@@ -551,8 +560,9 @@ fn the_log_has_one_consistent_line_per_connection() {
         .iter()
         .map(|(f, sni)| (f, *sni))
         .chain([(&first, Some("localhost")), (&second, Some("localhost"))]);
-    for (f, sni) in all {
+    for ((f, sni), url) in all.zip(&sent) {
         let r = log.iter().find(|r| r.peer_addr == f.client_addr).expect("a line for each client");
+        assert_eq!(r.url.as_deref(), Some(url.as_str()), "the URL as the client sent it");
         assert_eq!(r.sni.as_deref(), sni);
         assert_eq!(r.status, Some(f.status()));
         assert_eq!(r.meta.as_deref(), Some(f.meta()));
