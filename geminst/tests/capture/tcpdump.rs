@@ -3,11 +3,9 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::Command,
-    sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::util::{self, Guard};
@@ -18,24 +16,8 @@ pub const TCPDUMP: &str = "/usr/bin/tcpdump";
 pub struct Tcpdump {
     guard: Guard,
     /// tcpdump's stderr, line by line, read on a thread for as long as tcpdump runs.
-    stderr: mpsc::Receiver<String>,
+    stderr: util::Lines,
     pub file: PathBuf,
-}
-
-/// Waits for a line of tcpdump's stderr that satisfies `pred`; panics with what it saw if none
-/// comes within `timeout`.
-fn expect_line(rx: &mpsc::Receiver<String>, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if pred(&line) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => {
-                panic!("tcpdump did not print the expected line within {timeout:?}; it printed {seen:#?}")
-            }
-        }
-    }
 }
 
 impl Tcpdump {
@@ -56,20 +38,11 @@ impl Tcpdump {
             "65536",
             &format!("tcp port {port}"),
         ]));
-        let stderr = guard.child().stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        expect_line(&rx, Duration::from_secs(10), |l| l.contains("listening on"));
+        let stderr = util::Lines::new(guard.child().stderr.take().unwrap());
+        stderr.expect(Duration::from_secs(10), "tcpdump's listening line", |l| l.contains("listening on"));
         // "listening on" is printed once the socket is bound; give the ring a moment anyway.
         std::thread::sleep(Duration::from_millis(300));
-        Tcpdump { guard, stderr: rx, file: file.to_path_buf() }
+        Tcpdump { guard, stderr, file: file.to_path_buf() }
     }
 
     /// Stops tcpdump with SIGINT (it flushes its file), waits for it, and checks from its report
@@ -78,7 +51,9 @@ impl Tcpdump {
         // Let the last packets reach its ring before it stops reading.
         std::thread::sleep(Duration::from_millis(300));
         self.guard.signal(libc::SIGINT);
-        let report = expect_line(&self.stderr, Duration::from_secs(10), |l| l.contains("dropped by kernel"));
+        let report = self
+            .stderr
+            .expect(Duration::from_secs(10), "tcpdump's drop report", |l| l.contains("dropped by kernel"));
         let status = self.guard.wait(Duration::from_secs(10));
         assert!(status.success(), "tcpdump failed: {status}");
         assert!(report.trim_start().starts_with("0 packets dropped"), "tcpdump: {report}");
