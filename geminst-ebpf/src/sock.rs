@@ -5,7 +5,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use geminst_common::{
@@ -13,7 +13,7 @@ use geminst_common::{
     sched::{THREAD_SEEN_AT_START, ThreadStats},
     sock::{
         CONN_CLOSED, CONN_MORE_TIDS, CONN_PASSIVE, CONN_TIDS, CONN_TUPLE_KNOWN, ConnEvent, ConnStats,
-        EVENT_CLOSED, EVENT_EVICTED, EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, MAX_PORTS, SockConfig, TCP_CLOSE,
+        EVENT_CLOSED, EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, MAX_PORTS, SockConfig, TCP_CLOSE,
         TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_SYN_RECV, TCP_SYN_SENT,
     },
 };
@@ -51,10 +51,17 @@ fn config() -> SockConfig {
     unsafe { core::ptr::read_volatile(&SOCK_CONFIG) }
 }
 
-/// Connections, keyed by the socket's kernel address: live ones, and closed ones until userspace
-/// harvests them (geminst_common::sock::CLOSED_GRACE_NS after their close).
+/// Connections, keyed by their id: live ones, and closed ones until userspace harvests them
+/// (geminst_common::sock::CLOSED_GRACE_NS after their close), so the CPU their threads still
+/// spend on them lands. An entry never moves: threads charge it by its id.
 #[map]
 pub static CONNS: HashMap<u64, ConnStats> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+/// The live connections' ids by their socket's kernel address. A socket leaves at TCP_CLOSE: the
+/// kernel may give its address to a new socket at once, even while the threads of the closed
+/// connection are still finishing it.
+#[map]
+static CONN_IDS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_CONNS, 0);
 
 /// Lifecycle events for userspace (geminst_common::sock::EVENT_*). Drops are counted
 /// (`conn_event_dropped`); a dropped close only delays the harvest to the end of the trace.
@@ -68,25 +75,46 @@ fn emit(kind: u32, conn: &ConnStats) {
     }
 }
 
-/// The live entry of a socket. A closed entry found where a new connection appears (the kernel
-/// reused the socket's memory before userspace harvested the old one) goes out whole, as an
-/// evicted event, and is removed.
+/// The entry of connection `conn_id`, live or closed (until userspace harvests it).
+#[inline(always)]
+fn conn_by_id(conn_id: u64) -> Option<&'static mut ConnStats> {
+    // SAFETY: a live map value.
+    CONNS.get_ptr_mut(conn_id).map(|c| unsafe { &mut *c })
+}
+
+/// The entry of the live connection on a socket.
 #[inline(always)]
 fn live_conn(sk: u64) -> Option<&'static mut ConnStats> {
-    // SAFETY: a live map value.
-    let c = unsafe { &mut *CONNS.get_ptr_mut(sk)? };
-    if c.flags & CONN_CLOSED != 0 {
-        emit(EVENT_EVICTED, c);
-        let _ = CONNS.remove(sk);
+    // SAFETY: a live map value, read once.
+    let id = unsafe { *CONN_IDS.get_ptr(sk)? };
+    conn_by_id(id)
+}
+
+/// Records a new connection (`c.conn_id` from `new_conn_id`, `c.sk` its socket) in both maps.
+#[inline(always)]
+fn insert_conn(c: &ConnStats) -> Option<&'static mut ConnStats> {
+    let (id, sk) = (c.conn_id, c.sk);
+    if CONNS.insert(id, c, 0).is_err() {
+        count(counters::CONN_MAP_FULL);
         return None;
     }
-    Some(c)
+    if CONN_IDS.insert(sk, id, 0).is_err() {
+        let _ = CONNS.remove(id);
+        count(counters::CONN_MAP_FULL);
+        return None;
+    }
+    conn_by_id(id)
 }
 
 /// The 4-tuple and establishment time of recent TCP sockets of any process, so a connection first
 /// met through a traced thread's I/O still gets its addresses. Oldest entries make room.
 #[map]
 static TUPLES: LruHashMap<u64, ConnStats> = LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+/// Room for the `ConnStats` a state change builds: beside the rest, it would not fit on the
+/// stack.
+#[map]
+static SCRATCH: PerCpuArray<ConnStats> = PerCpuArray::with_max_entries(1, 0);
 
 /// The last connection id handed out.
 #[map]
@@ -131,13 +159,9 @@ pub fn charge(t: &mut ThreadStats, now: u64, slice: u64, wall: u64) {
     if amount == 0 {
         return;
     }
-    if let Some(c) = CONNS.get_ptr_mut(t.conn_sk) {
-        // SAFETY: a live map value; only CPU counters are added.
-        let c = unsafe { &mut *c };
-        if c.conn_id == t.conn_id {
-            c.cpu_ns += amount;
-            t.conn_cpu_ns += amount;
-        }
+    if let Some(c) = conn_by_id(t.conn_id) {
+        c.cpu_ns += amount;
+        t.conn_cpu_ns += amount;
     }
 }
 
@@ -145,12 +169,10 @@ pub fn charge(t: &mut ThreadStats, now: u64, slice: u64, wall: u64) {
 /// programs.
 #[inline(always)]
 pub fn current_conn(t: &ThreadStats) -> Option<&'static mut ConnStats> {
-    if t.conn_sk == 0 {
+    if t.conn_id == 0 {
         return None;
     }
-    // SAFETY: a live map value.
-    let c = unsafe { &mut *CONNS.get_ptr_mut(t.conn_sk)? };
-    (c.conn_id == t.conn_id).then_some(c)
+    conn_by_id(t.conn_id)
 }
 
 #[tracepoint]
@@ -180,20 +202,20 @@ fn socket_io(ctx: &TracePointContext, send: bool) -> Result<(), i64> {
     let sk = field_u64(ctx, cfg.len_sk)?;
     let ret = field_u32(ctx, cfg.len_ret)? as i32;
     let now = now_ns();
-    let mut conn = match CONNS.get_ptr_mut(sk) {
-        // SAFETY: a live map value.
-        Some(c) if ret <= 0 || unsafe { (*c).flags } & CONN_CLOSED == 0 => Some(unsafe { &mut *c }),
-        // Data on a socket whose entry is closed: a new connection in the old one's place.
-        Some(_) => {
-            let _ = live_conn(sk);
-            open_conn(sk, now)
-        }
+    let mut conn = match live_conn(sk) {
+        Some(c) => Some(c),
         // A connection met first through data (not through the port filter): record it. Not for
         // an error or end of file, which a closed connection still returns.
         None if ret > 0 => open_conn(sk, now),
         None => None,
     };
-    let conn_id = conn.as_ref().map_or(0, |c| c.conn_id);
+    let conn_id = match conn.as_ref() {
+        Some(c) => c.conn_id,
+        // An error or end of file on the socket of the thread's connection, which has closed: the
+        // thread is still working for it.
+        None if ret <= 0 && t.conn_sk == sk => t.conn_id,
+        None => 0,
+    };
     if t.conn_sk == 0 && t.flags & THREAD_SEEN_AT_START == 0 {
         // A thread created during the trace meets its first connection: everything it did so far
         // was for it (servers that start a thread per connection).
@@ -276,12 +298,7 @@ fn open_conn(sk: u64, now: u64) -> Option<&'static mut ConnStats> {
     c.conn_id = new_conn_id();
     c.sk = sk;
     c.created_ns = now;
-    if CONNS.insert(sk, c, 0).is_err() {
-        count(counters::CONN_MAP_FULL);
-        return None;
-    }
-    // SAFETY: just inserted.
-    CONNS.get_ptr_mut(sk).map(|p| unsafe { &mut *p })
+    insert_conn(&c)
 }
 
 #[inline(always)]
@@ -372,7 +389,10 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 return Ok(());
             }
             let now = now_ns();
-            let mut tuple = read_tuple(ctx, &cfg, local_port, new == TCP_SYN_RECV)?;
+            let Some(tuple) = SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+            // SAFETY: this CPU's scratch entry, used by this program run only.
+            let tuple = unsafe { &mut *tuple };
+            *tuple = read_tuple(ctx, &cfg, local_port, new == TCP_SYN_RECV)?;
             if new == TCP_ESTABLISHED {
                 tuple.established_ns = now;
             }
@@ -380,9 +400,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 tuple.conn_id = new_conn_id();
                 tuple.sk = sk;
                 tuple.created_ns = now;
-                if CONNS.insert(sk, tuple, 0).is_err() {
-                    count(counters::CONN_MAP_FULL);
-                }
+                let _ = insert_conn(tuple);
             } else {
                 // No server port known: learn every socket's tuple, in case a traced thread uses it.
                 if let Some(old) = TUPLES.get_ptr(sk) {
@@ -395,13 +413,11 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                         tuple.established_ns = old.established_ns;
                     }
                 }
-                let _ = TUPLES.insert(sk, tuple, 0);
+                let _ = TUPLES.insert(sk, &*tuple, 0);
             }
         }
         TCP_FIN_WAIT1 | TCP_CLOSE_WAIT => {
-            if let Some(c) = CONNS.get_ptr_mut(sk) {
-                // SAFETY: a live map value.
-                let c = unsafe { &mut *c };
+            if let Some(c) = live_conn(sk) {
                 if c.fin_ns == 0 {
                     c.fin_ns = now_ns();
                 }
@@ -412,10 +428,11 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
             if cfg.nports == 0 {
                 let _ = TUPLES.remove(sk);
             }
-            if let Some(c) = CONNS.get_ptr_mut(sk) {
-                // SAFETY: a live map value. It stays, so the CPU its threads still spend on it
-                // (finishing, logging) lands; userspace harvests it after a grace period.
-                let c = unsafe { &mut *c };
+            if let Some(c) = live_conn(sk) {
+                // The entry stays, so the CPU its threads still spend on it (finishing, logging)
+                // lands; userspace harvests it after a grace period. The socket's address leaves
+                // the index: a new socket may get it at once.
+                let _ = CONN_IDS.remove(sk);
                 if c.flags & CONN_CLOSED == 0 {
                     c.closed_ns = now_ns();
                     c.flags |= CONN_CLOSED;
@@ -430,7 +447,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     let Ok(sk) = field_u64(&ctx, config().retransmit_skaddr) else { return 1 };
-    if let Some(c) = CONNS.get_ptr_mut(sk) {
+    if let Some(c) = live_conn(sk) {
         // Softirq context, racing with the owner's sends on another CPU: an atomic add (its
         // result unused, so no fetch is needed). Retransmissions are rare.
         // SAFETY: a valid, aligned u64 in a live map value.
