@@ -129,40 +129,68 @@ fn new_conn_id() -> u64 {
     }
 }
 
-/// Charges the thread's CPU time since `charge_from_ns` to its current connection. At a switch out,
-/// `slice` is the slice's on-CPU time and `wall` its wall-clock length (0 if its start was not
-/// seen): the wall-clock part charged is scaled by slice/wall, so stolen time is not charged; and
-/// a slice whose start was not seen (so no socket operation happened in it either, or
-/// `charge_from_ns` would be set) is charged whole. Mid-slice (`wall` 0, `slice` 0) the wall-clock
-/// time is charged as it is.
+/// Adds `amount` of a thread's CPU time to connection `conn_id` (live, or closed and not yet
+/// harvested).
+#[inline(always)]
+fn add_cpu(t: &mut ThreadStats, conn_id: u64, amount: u64) {
+    if conn_id == 0 || amount == 0 {
+        return;
+    }
+    if let Some(c) = conn_by_id(conn_id) {
+        c.cpu_ns += amount;
+        t.conn_cpu_ns += amount;
+    }
+}
+
+/// Charges the end of the thread's slice, at its switch out: `slice` is the slice's on-CPU time
+/// and `wall` its wall-clock length (0 if its switch in was not seen). The time since
+/// `charge_from_ns` goes to the thread's connection, scaled by slice/wall so stolen time is not
+/// charged; all of the slice if nothing marked a point in it (its switch in was not seen, and no
+/// socket operation turned the thread to another connection). Never more than the slice leaves
+/// after what was charged from it before (`slice_charged_ns`). When the slice's switch in was not
+/// seen and the thread turned to another connection in it, the rest, the slice's start, goes to
+/// the connection before (`head_conn_id`).
 ///
 /// A thread with no connection yet charges nothing here (see `socket_io` for its first one).
 #[inline(always)]
-pub fn charge(t: &mut ThreadStats, now: u64, slice: u64, wall: u64) {
-    if t.conn_sk == 0 {
-        t.charge_from_ns = 0;
-        return;
-    }
-    let amount = if t.charge_from_ns == 0 {
-        slice
+pub fn charge_slice(t: &mut ThreadStats, now: u64, slice: u64, wall: u64) {
+    let room = slice.saturating_sub(t.slice_charged_ns);
+    let tail = if t.charge_from_ns == 0 {
+        room
     } else {
         let part = now.saturating_sub(t.charge_from_ns);
-        if wall > slice {
+        let part = if wall > slice {
             // part * slice / wall in 16-bit fixed point: no overflow for slices up to hours.
             let ratio = (slice << 16) / wall;
             (part * ratio) >> 16
         } else {
             part
-        }
+        };
+        part.min(room)
     };
+    let (conn_id, head_conn_id) = (t.conn_id, t.head_conn_id);
+    add_cpu(t, conn_id, tail);
+    add_cpu(t, head_conn_id, room - tail);
     t.charge_from_ns = 0;
-    if amount == 0 {
-        return;
+    t.slice_charged_ns = 0;
+    t.head_conn_id = 0;
+}
+
+/// Charges the thread's time since `charge_from_ns` to its connection, mid-slice, when a socket
+/// operation turns it to another one. If the slice's switch in was not seen (`charge_from_ns` is
+/// 0), how long the slice has run is known only at its end: the connection becomes the slice's
+/// `head_conn_id`, charged then.
+#[inline(always)]
+fn charge_until(t: &mut ThreadStats, now: u64) {
+    if t.charge_from_ns != 0 {
+        let part = now.saturating_sub(t.charge_from_ns);
+        let conn_id = t.conn_id;
+        add_cpu(t, conn_id, part);
+        t.slice_charged_ns += part;
+    } else {
+        t.head_conn_id = t.conn_id;
     }
-    if let Some(c) = conn_by_id(t.conn_id) {
-        c.cpu_ns += amount;
-        t.conn_cpu_ns += amount;
-    }
+    t.charge_from_ns = now;
 }
 
 /// The connection a traced thread's current CPU time belongs to, for the block and file
@@ -218,29 +246,19 @@ fn socket_io(ctx: &TracePointContext, send: bool) -> Result<(), i64> {
     };
     if t.conn_sk == 0 && t.flags & THREAD_SEEN_AT_START == 0 {
         // A thread created during the trace meets its first connection: everything it did so far
-        // was for it (servers that start a thread per connection).
-        let before =
-            t.oncpu_ns + if t.charge_from_ns != 0 { now.saturating_sub(t.charge_from_ns) } else { 0 };
+        // was for it (servers that start a thread per connection). Its past slices are charged
+        // now, the current one whole at its end.
         if let Some(c) = conn.as_deref_mut() {
-            c.cpu_ns += before;
-            t.conn_cpu_ns += before;
+            c.cpu_ns += t.oncpu_ns;
+            t.conn_cpu_ns += t.oncpu_ns;
         }
         t.conn_sk = sk;
         t.conn_id = conn_id;
-        t.charge_from_ns = now;
     } else if t.conn_sk != sk || t.conn_id != conn_id {
         // The thread turns to another connection: what it did until now was for the last one.
-        if t.charge_from_ns == 0 && t.conn_sk != 0 {
-            count(counters::CHARGE_SKIPPED);
-        }
-        if t.charge_from_ns != 0 {
-            charge(t, now, 0, 0);
-        }
+        charge_until(t, now);
         t.conn_sk = sk;
         t.conn_id = conn_id;
-    }
-    if t.charge_from_ns == 0 {
-        t.charge_from_ns = now;
     }
     if ret <= 0 {
         return Ok(());
