@@ -20,12 +20,9 @@ pub const BLOCK_INFLIGHT_FULL: u32 = 5;
 /// A descriptor opened by path could not be recorded: the open-fd map was full, so its reads
 /// and writes are not counted as file I/O.
 pub const FD_MAP_FULL: u32 = 6;
-/// CPU time that belonged to a connection could not be charged (the thread's slice start was
-/// not seen); it stays in the thread's on-CPU time.
-pub const CHARGE_SKIPPED: u32 = 7;
 
 /// Number of slots in `COUNTERS`; keep in step with the names below.
-pub const NUM_COUNTERS: u32 = 8;
+pub const NUM_COUNTERS: u32 = 7;
 
 /// Names for run.json, indexed like the constants above.
 pub const NAMES: [&str; NUM_COUNTERS as usize] = [
@@ -36,5 +33,4 @@ pub const NAMES: [&str; NUM_COUNTERS as usize] = [
     "conn_event_dropped",
     "block_inflight_full",
     "fd_map_full",
-    "charge_skipped",
 ];

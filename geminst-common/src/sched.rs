@@ -80,8 +80,16 @@ pub struct ThreadStats {
     pub conn_sk: u64,
     /// Its connection id, so a recycled socket address is not mistaken for the same connection.
     pub conn_id: u64,
-    /// Since when the thread's CPU has not been charged: its last socket operation or switch in.
+    /// Since when the thread's CPU has not been charged: its last turn to another connection or
+    /// switch in; 0 when the current slice's switch in was not seen and no turn happened since.
     pub charge_from_ns: u64,
+    /// Time of the current slice charged (or passed over, before a first connection) up to
+    /// `charge_from_ns`: the slice's end charges at most the rest of its runtime.
+    pub slice_charged_ns: u64,
+    /// The connection the start of the current slice belongs to, when its switch in was not seen
+    /// and the thread turned to another connection in it; 0 if none. Charged at the slice's end,
+    /// with what the slice's runtime leaves.
+    pub head_conn_id: u64,
     /// CPU time charged to connections.
     pub conn_cpu_ns: u64,
 

@@ -4,7 +4,8 @@
 //! next socket operation on another one (across context switches) is charged to that connection.
 //! Gemini carries one request per connection, so a connection's costs are its request's costs.
 
-/// Capacity of `CONNS`: connections alive, and closed ones until userspace harvests them.
+/// Capacity of `CONNS`: connections alive, and closed ones until userspace harvests them (and of
+/// `CONN_IDS`, the index of the live ones by socket).
 pub const MAX_CONNS: u32 = 16_384;
 /// Ring buffer for connection lifecycle events, in bytes (a power of two pages).
 pub const EVENTS_BYTES: u32 = 1 << 22;
@@ -13,11 +14,9 @@ pub const EVENTS_BYTES: u32 = 1 << 22;
 pub const CLOSED_GRACE_NS: u64 = 1_000_000_000;
 
 /// `ConnEvent::kind`: the connection reached TCP_CLOSE; its entry stays in `CONNS` until
-/// userspace harvests it (the event carries the counters so far).
+/// userspace harvests it (the event carries the counters so far), while its socket's address,
+/// which the kernel may give to a new socket at once, leaves `CONN_IDS`.
 pub const EVENT_CLOSED: u32 = 1;
-/// `ConnEvent::kind`: a closed connection's entry was replaced by a new connection on the same
-/// socket address before userspace harvested it; the event carries its final counters.
-pub const EVENT_EVICTED: u32 = 2;
 /// Ports a trace can filter on (server side).
 pub const MAX_PORTS: usize = 8;
 
@@ -47,8 +46,9 @@ pub const CONN_MORE_TIDS: u32 = 8;
 /// Threads recorded per connection.
 pub const CONN_TIDS: usize = 4;
 
-/// One TCP connection, keyed by its socket's kernel address in `CONNS`. Ports in host order;
-/// addresses as on the wire (IPv4 in the first 4 bytes). Times CLOCK_MONOTONIC ns, 0 = not seen.
+/// One TCP connection, keyed by its id in `CONNS` (`CONN_IDS` finds a live one by its socket's
+/// kernel address). Ports in host order; addresses as on the wire (IPv4 in the first 4 bytes).
+/// Times CLOCK_MONOTONIC ns, 0 = not seen.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnStats {

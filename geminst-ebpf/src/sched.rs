@@ -102,7 +102,7 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     if let Some(prev) = stats(prev_slot) {
         let state = field_uint(ctx, off.switch_prev_state, off.switch_prev_state_size)?;
         let (slice, wall) = switched_out(prev, now, current_runtime(off.task_sum_exec_runtime));
-        crate::sock::charge(prev, now, slice, wall);
+        crate::sock::charge_slice(prev, now, slice, wall);
         if state & PREV_STATE_SLEEP_MASK != 0 {
             prev.voluntary_switches += 1;
         } else {

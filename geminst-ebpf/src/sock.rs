@@ -5,7 +5,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use geminst_common::{
@@ -13,8 +13,8 @@ use geminst_common::{
     sched::{THREAD_SEEN_AT_START, ThreadStats},
     sock::{
         CONN_CLOSED, CONN_MORE_TIDS, CONN_PASSIVE, CONN_TIDS, CONN_TUPLE_KNOWN, ConnEvent, ConnStats,
-        EVENT_CLOSED, EVENT_EVICTED, EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, MAX_PORTS, SockConfig, TCP_CLOSE,
-        TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_SYN_RECV, TCP_SYN_SENT,
+        EVENT_CLOSED, EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, MAX_PORTS, SockConfig, TCP_CLOSE, TCP_CLOSE_WAIT,
+        TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_SYN_RECV, TCP_SYN_SENT,
     },
 };
 
@@ -50,10 +50,17 @@ fn config() -> SockConfig {
     unsafe { core::ptr::read_volatile(&SOCK_CONFIG) }
 }
 
-/// Connections, keyed by the socket's kernel address: live ones, and closed ones until userspace
-/// harvests them (geminst_common::sock::CLOSED_GRACE_NS after their close).
+/// Connections, keyed by their id: live ones, and closed ones until userspace harvests them
+/// (geminst_common::sock::CLOSED_GRACE_NS after their close), so the CPU their threads still
+/// spend on them lands. An entry never moves: threads charge it by its id.
 #[map]
 pub static CONNS: HashMap<u64, ConnStats> = HashMap::with_max_entries(MAX_CONNS, 0);
+
+/// The live connections' ids by their socket's kernel address. A socket leaves at TCP_CLOSE: the
+/// kernel may give its address to a new socket at once, even while the threads of the closed
+/// connection are still finishing it.
+#[map]
+static CONN_IDS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_CONNS, 0);
 
 /// Lifecycle events for userspace (geminst_common::sock::EVENT_*). Drops are counted
 /// (`conn_event_dropped`); a dropped close only delays the harvest to the end of the trace.
@@ -67,25 +74,46 @@ fn emit(kind: u32, conn: &ConnStats) {
     }
 }
 
-/// The live entry of a socket. A closed entry found where a new connection appears (the kernel
-/// reused the socket's memory before userspace harvested the old one) goes out whole, as an
-/// evicted event, and is removed.
+/// The entry of connection `conn_id`, live or closed (until userspace harvests it).
+#[inline(always)]
+fn conn_by_id(conn_id: u64) -> Option<&'static mut ConnStats> {
+    // SAFETY: a live map value.
+    CONNS.get_ptr_mut(conn_id).map(|c| unsafe { &mut *c })
+}
+
+/// The entry of the live connection on a socket.
 #[inline(always)]
 fn live_conn(sk: u64) -> Option<&'static mut ConnStats> {
-    // SAFETY: a live map value.
-    let c = unsafe { &mut *CONNS.get_ptr_mut(sk)? };
-    if c.flags & CONN_CLOSED != 0 {
-        emit(EVENT_EVICTED, c);
-        let _ = CONNS.remove(sk);
+    // SAFETY: a live map value, read once.
+    let id = unsafe { *CONN_IDS.get_ptr(sk)? };
+    conn_by_id(id)
+}
+
+/// Records a new connection (`c.conn_id` from `new_conn_id`, `c.sk` its socket) in both maps.
+#[inline(always)]
+fn insert_conn(c: &ConnStats) -> Option<&'static mut ConnStats> {
+    let (id, sk) = (c.conn_id, c.sk);
+    if CONNS.insert(id, c, 0).is_err() {
+        count(counters::CONN_MAP_FULL);
         return None;
     }
-    Some(c)
+    if CONN_IDS.insert(sk, id, 0).is_err() {
+        let _ = CONNS.remove(id);
+        count(counters::CONN_MAP_FULL);
+        return None;
+    }
+    conn_by_id(id)
 }
 
 /// The 4-tuple and establishment time of recent TCP sockets of any process, so a connection first
 /// met through a traced thread's I/O still gets its addresses. Oldest entries make room.
 #[map]
 static TUPLES: LruHashMap<u64, ConnStats> = LruHashMap::with_max_entries(MAX_CONNS, 0);
+
+/// Room for the `ConnStats` a state change builds: beside the rest, it would not fit on the
+/// stack.
+#[map]
+static SCRATCH: PerCpuArray<ConnStats> = PerCpuArray::with_max_entries(1, 0);
 
 /// The last connection id handed out.
 #[map]
@@ -100,56 +128,78 @@ fn new_conn_id() -> u64 {
     }
 }
 
-/// Charges the thread's CPU time since `charge_from_ns` to its current connection. At a switch out,
-/// `slice` is the slice's on-CPU time and `wall` its wall-clock length (0 if its start was not
-/// seen): the wall-clock part charged is scaled by slice/wall, so stolen time is not charged; and
-/// a slice whose start was not seen (so no socket operation happened in it either, or
-/// `charge_from_ns` would be set) is charged whole. Mid-slice (`wall` 0, `slice` 0) the wall-clock
-/// time is charged as it is.
+/// Adds `amount` of a thread's CPU time to connection `conn_id` (live, or closed and not yet
+/// harvested).
+#[inline(always)]
+fn add_cpu(t: &mut ThreadStats, conn_id: u64, amount: u64) {
+    if conn_id == 0 || amount == 0 {
+        return;
+    }
+    if let Some(c) = conn_by_id(conn_id) {
+        c.cpu_ns += amount;
+        t.conn_cpu_ns += amount;
+    }
+}
+
+/// Charges the end of the thread's slice, at its switch out: `slice` is the slice's on-CPU time
+/// and `wall` its wall-clock length (0 if its switch in was not seen). The time since
+/// `charge_from_ns` goes to the thread's connection, scaled by slice/wall so stolen time is not
+/// charged; all of the slice if nothing marked a point in it (its switch in was not seen, and no
+/// socket operation turned the thread to another connection). Never more than the slice leaves
+/// after what was charged from it before (`slice_charged_ns`). When the slice's switch in was not
+/// seen and the thread turned to another connection in it, the rest, the slice's start, goes to
+/// the connection before (`head_conn_id`).
 ///
 /// A thread with no connection yet charges nothing here (see `socket_io` for its first one).
 #[inline(always)]
-pub fn charge(t: &mut ThreadStats, now: u64, slice: u64, wall: u64) {
-    if t.conn_sk == 0 {
-        t.charge_from_ns = 0;
-        return;
-    }
-    let amount = if t.charge_from_ns == 0 {
-        slice
+pub fn charge_slice(t: &mut ThreadStats, now: u64, slice: u64, wall: u64) {
+    let room = slice.saturating_sub(t.slice_charged_ns);
+    let tail = if t.charge_from_ns == 0 {
+        room
     } else {
         let part = now.saturating_sub(t.charge_from_ns);
-        if wall > slice {
+        let part = if wall > slice {
             // part * slice / wall in 16-bit fixed point: no overflow for slices up to hours.
             let ratio = (slice << 16) / wall;
             (part * ratio) >> 16
         } else {
             part
-        }
+        };
+        part.min(room)
     };
+    let (conn_id, head_conn_id) = (t.conn_id, t.head_conn_id);
+    add_cpu(t, conn_id, tail);
+    add_cpu(t, head_conn_id, room - tail);
     t.charge_from_ns = 0;
-    if amount == 0 {
-        return;
+    t.slice_charged_ns = 0;
+    t.head_conn_id = 0;
+}
+
+/// Charges the thread's time since `charge_from_ns` to its connection, mid-slice, when a socket
+/// operation turns it to another one. If the slice's switch in was not seen (`charge_from_ns` is
+/// 0), how long the slice has run is known only at its end: the connection becomes the slice's
+/// `head_conn_id`, charged then.
+#[inline(always)]
+fn charge_until(t: &mut ThreadStats, now: u64) {
+    if t.charge_from_ns != 0 {
+        let part = now.saturating_sub(t.charge_from_ns);
+        let conn_id = t.conn_id;
+        add_cpu(t, conn_id, part);
+        t.slice_charged_ns += part;
+    } else {
+        t.head_conn_id = t.conn_id;
     }
-    if let Some(c) = CONNS.get_ptr_mut(t.conn_sk) {
-        // SAFETY: a live map value; only CPU counters are added.
-        let c = unsafe { &mut *c };
-        if c.conn_id == t.conn_id {
-            c.cpu_ns += amount;
-            t.conn_cpu_ns += amount;
-        }
-    }
+    t.charge_from_ns = now;
 }
 
 /// The connection a traced thread's current CPU time belongs to, for the block and file
 /// programs.
 #[inline(always)]
 pub fn current_conn(t: &ThreadStats) -> Option<&'static mut ConnStats> {
-    if t.conn_sk == 0 {
+    if t.conn_id == 0 {
         return None;
     }
-    // SAFETY: a live map value.
-    let c = unsafe { &mut *CONNS.get_ptr_mut(t.conn_sk)? };
-    (c.conn_id == t.conn_id).then_some(c)
+    conn_by_id(t.conn_id)
 }
 
 #[tracepoint]
@@ -179,45 +229,35 @@ fn socket_io(ctx: &TracePointContext, send: bool) -> Result<(), i64> {
     let sk = field_u64(ctx, cfg.len_sk)?;
     let ret = field_u32(ctx, cfg.len_ret)? as i32;
     let now = now_ns();
-    let mut conn = match CONNS.get_ptr_mut(sk) {
-        // SAFETY: a live map value.
-        Some(c) if ret <= 0 || unsafe { (*c).flags } & CONN_CLOSED == 0 => Some(unsafe { &mut *c }),
-        // Data on a socket whose entry is closed: a new connection in the old one's place.
-        Some(_) => {
-            let _ = live_conn(sk);
-            open_conn(sk, now)
-        }
+    let mut conn = match live_conn(sk) {
+        Some(c) => Some(c),
         // A connection met first through data (not through the port filter): record it. Not for
         // an error or end of file, which a closed connection still returns.
         None if ret > 0 => open_conn(sk, now),
         None => None,
     };
-    let conn_id = conn.as_ref().map_or(0, |c| c.conn_id);
+    let conn_id = match conn.as_ref() {
+        Some(c) => c.conn_id,
+        // An error or end of file on the socket of the thread's connection, which has closed: the
+        // thread is still working for it.
+        None if ret <= 0 && t.conn_sk == sk => t.conn_id,
+        None => 0,
+    };
     if t.conn_sk == 0 && t.flags & THREAD_SEEN_AT_START == 0 {
         // A thread created during the trace meets its first connection: everything it did so far
-        // was for it (servers that start a thread per connection).
-        let before =
-            t.oncpu_ns + if t.charge_from_ns != 0 { now.saturating_sub(t.charge_from_ns) } else { 0 };
+        // was for it (servers that start a thread per connection). Its past slices are charged
+        // now, the current one whole at its end.
         if let Some(c) = conn.as_deref_mut() {
-            c.cpu_ns += before;
-            t.conn_cpu_ns += before;
+            c.cpu_ns += t.oncpu_ns;
+            t.conn_cpu_ns += t.oncpu_ns;
         }
         t.conn_sk = sk;
         t.conn_id = conn_id;
-        t.charge_from_ns = now;
     } else if t.conn_sk != sk || t.conn_id != conn_id {
         // The thread turns to another connection: what it did until now was for the last one.
-        if t.charge_from_ns == 0 && t.conn_sk != 0 {
-            count(counters::CHARGE_SKIPPED);
-        }
-        if t.charge_from_ns != 0 {
-            charge(t, now, 0, 0);
-        }
+        charge_until(t, now);
         t.conn_sk = sk;
         t.conn_id = conn_id;
-    }
-    if t.charge_from_ns == 0 {
-        t.charge_from_ns = now;
     }
     if ret <= 0 {
         return Ok(());
@@ -275,12 +315,7 @@ fn open_conn(sk: u64, now: u64) -> Option<&'static mut ConnStats> {
     c.conn_id = new_conn_id();
     c.sk = sk;
     c.created_ns = now;
-    if CONNS.insert(sk, c, 0).is_err() {
-        count(counters::CONN_MAP_FULL);
-        return None;
-    }
-    // SAFETY: just inserted.
-    CONNS.get_ptr_mut(sk).map(|p| unsafe { &mut *p })
+    insert_conn(&c)
 }
 
 #[inline(always)]
@@ -371,7 +406,10 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 return Ok(());
             }
             let now = now_ns();
-            let mut tuple = read_tuple(ctx, &cfg, local_port, new == TCP_SYN_RECV)?;
+            let Some(tuple) = SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+            // SAFETY: this CPU's scratch entry, used by this program run only.
+            let tuple = unsafe { &mut *tuple };
+            *tuple = read_tuple(ctx, &cfg, local_port, new == TCP_SYN_RECV)?;
             if new == TCP_ESTABLISHED {
                 tuple.established_ns = now;
             }
@@ -379,9 +417,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 tuple.conn_id = new_conn_id();
                 tuple.sk = sk;
                 tuple.created_ns = now;
-                if CONNS.insert(sk, tuple, 0).is_err() {
-                    count(counters::CONN_MAP_FULL);
-                }
+                let _ = insert_conn(tuple);
             } else {
                 // No server port known: learn every socket's tuple, in case a traced thread uses it.
                 if let Some(old) = TUPLES.get_ptr(sk) {
@@ -394,13 +430,11 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                         tuple.established_ns = old.established_ns;
                     }
                 }
-                let _ = TUPLES.insert(sk, tuple, 0);
+                let _ = TUPLES.insert(sk, &*tuple, 0);
             }
         }
         TCP_FIN_WAIT1 | TCP_CLOSE_WAIT => {
-            if let Some(c) = CONNS.get_ptr_mut(sk) {
-                // SAFETY: a live map value.
-                let c = unsafe { &mut *c };
+            if let Some(c) = live_conn(sk) {
                 if c.fin_ns == 0 {
                     c.fin_ns = now_ns();
                 }
@@ -411,10 +445,11 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
             if cfg.nports == 0 {
                 let _ = TUPLES.remove(sk);
             }
-            if let Some(c) = CONNS.get_ptr_mut(sk) {
-                // SAFETY: a live map value. It stays, so the CPU its threads still spend on it
-                // (finishing, logging) lands; userspace harvests it after a grace period.
-                let c = unsafe { &mut *c };
+            if let Some(c) = live_conn(sk) {
+                // The entry stays, so the CPU its threads still spend on it (finishing, logging)
+                // lands; userspace harvests it after a grace period. The socket's address leaves
+                // the index: a new socket may get it at once.
+                let _ = CONN_IDS.remove(sk);
                 if c.flags & CONN_CLOSED == 0 {
                     c.closed_ns = now_ns();
                     c.flags |= CONN_CLOSED;
@@ -429,7 +464,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     let Ok(sk) = field_u64(&ctx, config().retransmit_skaddr) else { return 1 };
-    if let Some(c) = CONNS.get_ptr_mut(sk) {
+    if let Some(c) = live_conn(sk) {
         // Softirq context, racing with the owner's sends on another CPU: an atomic add (its
         // result unused, so no fetch is needed). Retransmissions are rare.
         // SAFETY: a valid, aligned u64 in a live map value.

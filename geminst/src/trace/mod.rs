@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use geminst_common::sock::{CLOSED_GRACE_NS, ConnStats, EVENT_CLOSED, EVENT_EVICTED};
+use geminst_common::sock::{CLOSED_GRACE_NS, ConnStats, EVENT_CLOSED};
 use serde::Serialize;
 
 use offsets::Offsets;
@@ -175,8 +175,8 @@ pub struct Tracer {
     start_ns: u64,
     /// Connections harvested from the kernel, in the order they closed.
     closed: Vec<ConnStats>,
-    /// Connections closed and waiting out their grace period: (socket, id, close time).
-    closing: std::collections::VecDeque<(u64, u64, u64)>,
+    /// Connections closed and waiting out their grace period: (id, close time).
+    closing: std::collections::VecDeque<(u64, u64)>,
     /// Connections that reached TCP_CLOSE so far.
     closed_count: u64,
     sampler: Sampler,
@@ -293,12 +293,12 @@ impl Tracer {
         self.conn_events();
         let now = clock::monotonic_ns();
         // Harvest the connections whose grace period is over.
-        while let Some(&(sk, id, closed)) = self.closing.front() {
+        while let Some(&(id, closed)) = self.closing.front() {
             if closed + CLOSED_GRACE_NS > now {
                 break;
             }
             self.closing.pop_front();
-            if let Some(c) = self.probes.take_conn(sk, id)? {
+            if let Some(c) = self.probes.take_conn(id)? {
                 self.closed.push(c);
             }
         }
@@ -312,16 +312,12 @@ impl Tracer {
         Ok(())
     }
 
-    /// Takes the kernel's lifecycle events: closes start a grace period, evictions are final.
+    /// Takes the kernel's lifecycle events: closes start a grace period.
     fn conn_events(&mut self) {
         for e in self.probes.conn_events() {
-            match e.kind {
-                EVENT_CLOSED => {
-                    self.closed_count += 1;
-                    self.closing.push_back((e.conn.sk, e.conn.conn_id, e.conn.closed_ns));
-                }
-                EVENT_EVICTED => self.closed.push(e.conn),
-                _ => {}
+            if e.kind == EVENT_CLOSED {
+                self.closed_count += 1;
+                self.closing.push_back((e.conn.conn_id, e.conn.closed_ns));
             }
         }
     }

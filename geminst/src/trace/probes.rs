@@ -270,17 +270,15 @@ impl Probes {
         out
     }
 
-    /// Removes a closed connection's entry and returns it, if the entry is still that connection.
-    pub fn take_conn(&mut self, sk: u64, conn_id: u64) -> Result<Option<ConnStats>> {
+    /// Removes a closed connection's entry and returns it. Entries are keyed by connection id,
+    /// never reused, so this cannot take another connection's.
+    pub fn take_conn(&mut self, conn_id: u64) -> Result<Option<ConnStats>> {
         let mut conns: BpfHashMap<&mut MapData, u64, ConnStats> =
             BpfHashMap::try_from(self.ebpf.map_mut("CONNS").context("map CONNS")?)?;
-        let Ok(c) = conns.get(&sk, 0) else { return Ok(None) };
-        if c.conn_id != conn_id {
-            return Ok(None);
-        }
+        let Ok(c) = conns.get(&conn_id, 0) else { return Ok(None) };
         // A kernel update between the read and the removal would be lost; the grace period
         // makes one unlikely (the connection closed a second ago).
-        let _ = conns.remove(&sk);
+        let _ = conns.remove(&conn_id);
         Ok(Some(c))
     }
 
