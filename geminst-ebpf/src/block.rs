@@ -7,9 +7,7 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
-use geminst_common::block::{
-    BlockInflight, BlockKey, BlockOffsets, MAX_INFLIGHT,
-};
+use geminst_common::block::{BlockInflight, BlockKey, BlockOffsets, MAX_INFLIGHT};
 
 use crate::{
     sched::thread,
