@@ -66,8 +66,6 @@ pub struct ThreadStats {
     // Socket, block and file I/O of the thread (sock.rs, block.rs, files.rs).
     pub sock_send_bytes: u64,
     pub sock_recv_bytes: u64,
-    pub sock_sends: u64,
-    pub sock_recvs: u64,
     pub block_read_bytes: u64,
     pub block_write_bytes: u64,
     /// Block requests this thread's I/O started that completed, and their summed latency
@@ -96,8 +94,6 @@ pub struct ThreadStats {
     // Reads and writes on files opened by path (files.rs).
     pub file_read_bytes: u64,
     pub file_write_bytes: u64,
-    pub file_reads: u64,
-    pub file_writes: u64,
     /// The read or write syscall in progress: its fd and kind (`SYSCALL_*`).
     pub syscall_fd: u64,
     pub syscall_kind: u32,

@@ -40,8 +40,6 @@ pub const CONN_TUPLE_KNOWN: u32 = 1;
 pub const CONN_CLOSED: u32 = 2;
 /// `ConnStats::flags`: first seen in SYN_RECV: accepted by a listener (server side).
 pub const CONN_PASSIVE: u32 = 4;
-/// `ConnStats::flags`: more threads worked on it than `tids` holds.
-pub const CONN_MORE_TIDS: u32 = 8;
 
 /// Threads recorded per connection.
 pub const CONN_TIDS: usize = 4;

@@ -90,13 +90,11 @@ pub fn file_rw_exit(ctx: TracePointContext) -> u32 {
     let conn = current_conn(t);
     if kind == SYSCALL_READ {
         t.file_read_bytes += bytes;
-        t.file_reads += 1;
         if let Some(c) = conn {
             c.file_read_bytes += bytes;
         }
     } else {
         t.file_write_bytes += bytes;
-        t.file_writes += 1;
         if let Some(c) = conn {
             c.file_write_bytes += bytes;
         }

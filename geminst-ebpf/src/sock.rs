@@ -12,8 +12,8 @@ use geminst_common::{
     counters,
     sched::{THREAD_SEEN_AT_START, ThreadStats},
     sock::{
-        CONN_CLOSED, CONN_MORE_TIDS, CONN_PASSIVE, CONN_TIDS, CONN_TUPLE_KNOWN, ConnEvent, ConnStats,
-        EVENT_CLOSED, EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, MAX_PORTS, SockConfig, TCP_CLOSE, TCP_CLOSE_WAIT,
+        CONN_CLOSED, CONN_PASSIVE, CONN_TIDS, CONN_TUPLE_KNOWN, ConnEvent, ConnStats, EVENT_CLOSED,
+        EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, MAX_PORTS, SockConfig, TCP_CLOSE, TCP_CLOSE_WAIT,
         TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_SYN_RECV, TCP_SYN_SENT,
     },
 };
@@ -265,10 +265,8 @@ fn socket_io(ctx: &TracePointContext, send: bool) -> Result<(), i64> {
     let bytes = ret as u64;
     if send {
         t.sock_send_bytes += bytes;
-        t.sock_sends += 1;
     } else {
         t.sock_recv_bytes += bytes;
-        t.sock_recvs += 1;
     }
     if let Some(c) = conn {
         if send {
@@ -302,7 +300,6 @@ fn note_tid(c: &mut ConnStats, tid: u32) {
             return;
         }
     }
-    c.flags |= CONN_MORE_TIDS;
 }
 
 /// Makes an entry for a connection not yet in `CONNS`, with its 4-tuple if `TUPLES` has it.
