@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeMap,
     io::Write,
+    os::fd::AsRawFd,
     path::Path,
     process::{ChildStdin, Command, Stdio},
     time::{Duration, Instant},
@@ -514,9 +515,15 @@ fn root_trace_attributes_cold_file_reads_to_the_reader() {
     let from_reader = Lines::new(reader.stdout.take().unwrap());
     let reader = Guard::new(reader);
     from_reader.expect(Duration::from_secs(10), "`ready`", |l| l == "ready");
-    // Drop the page cache: the read must go to the block device.
-    let _ = Command::new("sync").status();
-    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    // Evict the file's pages (it was synced, so they are clean): the read must go to the block
+    // device. Only this file's: dropping every cache would also evict the reader's own program,
+    // whose pages it would then fault back from the disk while reading.
+    {
+        let f = std::fs::File::open(&file).unwrap();
+        // SAFETY: a valid descriptor; the advice has no memory effects.
+        let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0, "posix_fadvise");
+    }
     let out = util::temp_dir("trace-block-out");
     let (mut tracer, _o, _e) = start_trace(&[reader.pid()], &out, &[]);
     writeln!(to_reader, "go").unwrap();
