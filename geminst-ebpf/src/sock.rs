@@ -229,7 +229,11 @@ fn socket_io(ctx: &TracePointContext, send: bool) -> Result<(), i64> {
     let sk = field_u64(ctx, cfg.len_sk)?;
     let ret = field_u32(ctx, cfg.len_ret)? as i32;
     let now = now_ns();
-    let mut conn = match live_conn(sk) {
+    // The thread's own connection, found by its id alone while it is open (a live connection
+    // keeps its socket); else by the socket.
+    let own =
+        if t.conn_sk == sk { conn_by_id(t.conn_id).filter(|c| c.flags & CONN_CLOSED == 0) } else { None };
+    let mut conn = match own.or_else(|| live_conn(sk)) {
         Some(c) => Some(c),
         // A connection met first through data (not through the port filter): record it. Not for
         // an error or end of file, which a closed connection still returns.
