@@ -51,6 +51,21 @@ impl ConnRow {
         Some(socket_addr(self.remote_ip.as_deref()?, self.remote_port?))
     }
 
+    /// For tests: connection `id` accepted on 127.0.0.1:1965 from 127.0.0.1:`remote_port`.
+    #[cfg(test)]
+    pub fn accepted_on_loopback(id: u64, remote_port: u16, created_ns: u64) -> Self {
+        Self {
+            conn_id: id,
+            local_ip: Some("127.0.0.1".into()),
+            local_port: Some(1965),
+            remote_ip: Some("127.0.0.1".into()),
+            remote_port: Some(remote_port),
+            passive: true,
+            created_ns,
+            ..Self::default()
+        }
+    }
+
     /// (local, remote) socket addresses, when the tuple is known: the key the log and the capture
     /// are matched on.
     pub fn tuple(&self) -> Option<(SocketAddr, SocketAddr)> {

@@ -97,15 +97,7 @@ mod tests {
     }
 
     fn conn(id: u64, remote_port: u16, created_ns: u64) -> ConnRow {
-        ConnRow {
-            conn_id: id,
-            local_ip: Some("127.0.0.1".into()),
-            local_port: Some(1965),
-            remote_ip: Some("127.0.0.1".into()),
-            remote_port: Some(remote_port),
-            created_ns,
-            ..ConnRow::default()
-        }
+        ConnRow::accepted_on_loopback(id, remote_port, created_ns)
     }
 
     #[test]
