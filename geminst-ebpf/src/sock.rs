@@ -141,6 +141,23 @@ fn add_cpu(t: &mut ThreadStats, conn_id: u64, amount: u64) {
     }
 }
 
+/// Adds `amount`, CPU time of an interval that ends `now`, to connection `conn_id`, less the part
+/// after the connection closed (TCP_CLOSE): a thread's time after that (logging, exiting, or
+/// accepting the next connection) is not the closed connection's. The charge itself may come
+/// later than the close (charges are made at switch outs), so it is cut, not refused.
+#[inline(always)]
+fn add_cpu_until(t: &mut ThreadStats, conn_id: u64, amount: u64, now: u64) {
+    if conn_id == 0 || amount == 0 {
+        return;
+    }
+    if let Some(c) = conn_by_id(conn_id) {
+        let after_close = if c.closed_ns != 0 { now.saturating_sub(c.closed_ns) } else { 0 };
+        let amount = amount.saturating_sub(after_close);
+        c.cpu_ns += amount;
+        t.conn_cpu_ns += amount;
+    }
+}
+
 /// Charges the end of the thread's slice, at its switch out: `slice` is the slice's on-CPU time
 /// and `wall` its wall-clock length (0 if its switch in was not seen). The time since
 /// `charge_from_ns` goes to the thread's connection, scaled by slice/wall so stolen time is not
@@ -168,7 +185,7 @@ pub fn charge_slice(t: &mut ThreadStats, now: u64, slice: u64, wall: u64) {
         part.min(room)
     };
     let (conn_id, head_conn_id) = (t.conn_id, t.head_conn_id);
-    add_cpu(t, conn_id, tail);
+    add_cpu_until(t, conn_id, tail, now);
     add_cpu(t, head_conn_id, room - tail);
     t.charge_from_ns = 0;
     t.slice_charged_ns = 0;
@@ -184,7 +201,7 @@ fn charge_until(t: &mut ThreadStats, now: u64) {
     if t.charge_from_ns != 0 {
         let part = now.saturating_sub(t.charge_from_ns);
         let conn_id = t.conn_id;
-        add_cpu(t, conn_id, part);
+        add_cpu_until(t, conn_id, part, now);
         t.slice_charged_ns += part;
     } else {
         t.head_conn_id = t.conn_id;
