@@ -16,11 +16,12 @@ use clap::Args;
 
 use crate::{
     clock,
-    dataset::{RunInfo, requests::JoinSummary},
+    dataset::{self, RunInfo, requests::JoinSummary},
     energy::PowerArgs,
     load::{self, GeminiUrl, LoadReport, Plan},
+    session::{Session, SessionConfig},
     signals,
-    trace::{self, MeasureArgs, StopReason, TraceConfig, Tracer},
+    trace::{self, MeasureArgs, StopReason, TraceConfig},
 };
 
 /// The profile used when none is given; copied into the run's folder so the run records it.
@@ -164,11 +165,13 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
     let mut server = Server::start(&args, &dir)?;
     eprintln!("geminst run: server {}", server.describe);
     let plan = plan(&args, &dir, server.addr)?;
-    let mut tracer = Tracer::start(&TraceConfig {
-        pids: vec![server.child.id()],
-        ports: Some(vec![server.addr.port()]),
-        bpf_stats: args.measure.bpf_stats,
-        interval: Duration::from_millis(args.measure.interval),
+    let mut session = Session::start(&SessionConfig {
+        trace: TraceConfig {
+            pids: vec![server.child.id()],
+            ports: Some(vec![server.addr.port()]),
+            bpf_stats: args.measure.bpf_stats,
+        },
+        interval: args.measure.interval(),
         power: args.power.clone(),
         capture: args.measure.capture(),
     })?;
@@ -185,14 +188,14 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
         load::Options { progress: true, stop: Some(stop.clone()), signals: true, ..load::Options::default() };
     let load_thread = std::thread::spawn(move || load::run(&plan, &options));
     while !load_thread.is_finished() {
-        if tracer.wait(Duration::from_millis(20)) {
+        if session.wait(Duration::from_millis(20)) {
             // The server died under load: stop the load, keep what was measured. (Once the target
             // has exited, `wait` returns at once: leave the loop rather than spin.)
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
             info.notes.push("the server exited before the load finished".into());
             break;
         }
-        tracer.poll()?;
+        session.poll()?;
     }
     let report = load_thread.join().map_err(|_| anyhow::anyhow!("the load generator panicked"))??;
 
@@ -201,16 +204,16 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
     server.terminate();
     let deadline = Instant::now() + SERVER_STOP;
     let reason = loop {
-        if tracer.wait(Duration::from_millis(50)) {
+        if session.wait(Duration::from_millis(50)) {
             break StopReason::TargetExited;
         }
-        tracer.poll()?;
+        session.poll()?;
         if Instant::now() >= deadline {
             info.notes.push(format!("the server did not exit within {SERVER_STOP:?} of SIGTERM; killed"));
             break StopReason::Requested;
         }
     };
-    let mut output = tracer.stop()?;
+    let m = session.stop()?;
     let server_exit = server_status(&mut server);
     if !server_exit.is_some_and(|s| s.success()) {
         info.notes.push(format!("the server ended with {server_exit:?}; see server.stderr"));
@@ -233,10 +236,10 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
         cert_file.is_file().then_some(cert_file.as_path()),
         "the server's certificate",
     )?;
-    let recon = trace::write_output(&dir, &mut info, &mut output, reason, None, Some(&server.log), &cert)?;
+    let join = dataset::write_run(&dir, &mut info, &m, reason, None, Some(&server.log), &cert)?;
     info.write(&dir)?;
-    trace::print_programs(&output);
-    print_summary(&dir, &report, recon.as_ref(), &info);
+    trace::print_programs(&m.ebpf.programs);
+    print_summary(&dir, &report, join.as_ref(), &info, m.power.source.source);
     Ok(if report.all_ok() { ExitCode::SUCCESS } else { ExitCode::from(crate::exit::FAILURE) })
 }
 
@@ -251,15 +254,13 @@ fn server_status(server: &mut Server) -> Option<std::process::ExitStatus> {
     }
 }
 
-fn print_summary(dir: &Path, report: &LoadReport, join: Option<&JoinSummary>, info: &RunInfo) {
+fn print_summary(dir: &Path, report: &LoadReport, join: Option<&JoinSummary>, info: &RunInfo, source: &str) {
     let s = &report.summary;
     println!(
         "load: {} requests in {:.1} s, {} ok, {} failed; {:.1} completed/s",
         s.requests.scheduled, s.duration_s, s.requests.ok, s.requests.failed, s.completed_rate
     );
     let p = join.map(|j| j.per_request.clone()).unwrap_or_default();
-    let source =
-        info.sections.get("power").and_then(|v| v["meter"]["source"].as_str()).unwrap_or("?").to_string();
     println!(
         "per request (mean of {}): CPU {:.1} µs (eBPF; the server's own measure {:.1} µs), energy {:.3} mJ ({source})",
         p.requests, p.cpu_us, p.log_cpu_us, p.energy_mj

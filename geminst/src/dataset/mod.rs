@@ -1,8 +1,13 @@
 //! The data set: the Parquet files and run.json a trace or run writes, their schemas (documented
-//! in docs/schema.md), and the join of the tracer, the capture and the server's log.
+//! in docs/schema.md), and the steps that make it from a measurement: the wire match, the log join,
+//! the energy attribution (`assemble`), then the files (`write`).
 
+pub mod assemble;
+pub mod attribution;
 pub mod connections;
+pub mod describe;
 pub mod files;
+pub mod measurement;
 pub mod parquet;
 pub mod requests;
 pub mod runinfo;
@@ -10,7 +15,12 @@ pub mod serverlog;
 pub mod threads;
 pub mod timeseries;
 pub mod tuples;
+pub mod wire;
+mod write;
 
+pub use assemble::{DataSet, Requests, assemble};
 pub use files::write_atomic;
+pub use measurement::Measurement;
 pub use parquet::Table;
 pub use runinfo::RunInfo;
+pub use write::write_run;

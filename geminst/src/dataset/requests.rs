@@ -6,10 +6,10 @@ use serde::Serialize;
 
 use super::{
     Table,
-    connections::ConnRow,
     serverlog::{Record, canonical},
     timeseries::TimeRow,
 };
+use crate::trace::ConnRow;
 
 /// How the two sides matched up.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -59,21 +59,23 @@ pub struct PerRequest {
 }
 
 impl PerRequest {
-    pub fn of(rows: &[Joined], conns: &[ConnRow]) -> Self {
-        let joined: Vec<(&Record, &ConnRow)> =
-            rows.iter().filter_map(|j| j.conn.map(|i| (j.log, &conns[i]))).collect();
+    /// The means of `rows` joined with `conns`, whose energies are `conn_energy_j`.
+    pub fn of(rows: &[Joined], conns: &[ConnRow], conn_energy_j: &[f64]) -> Self {
+        let joined: Vec<(&Record, &ConnRow, f64)> =
+            rows.iter().filter_map(|j| j.conn.map(|i| (j.log, &conns[i], conn_energy_j[i]))).collect();
         let n = joined.len().max(1) as f64;
-        let mean =
-            |f: &dyn Fn(&Record, &ConnRow) -> f64| joined.iter().map(|(l, c)| f(l, c)).sum::<f64>() / n;
+        let mean = |f: &dyn Fn(&Record, &ConnRow, f64) -> f64| {
+            joined.iter().map(|&(l, c, e)| f(l, c, e)).sum::<f64>() / n
+        };
         Self {
             requests: joined.len() as u64,
-            cpu_us: mean(&|_, c| c.cpu_ns as f64 / 1e3),
-            log_cpu_us: mean(&|l, _| l.cpu_ns as f64 / 1e3),
-            energy_mj: mean(&|_, c| c.energy_j * 1e3),
-            app_request_bytes: mean(&|l, _| l.request_bytes as f64),
-            app_response_bytes: mean(&|l, _| (l.response_header_bytes + l.response_body_bytes) as f64),
-            socket_received_bytes: mean(&|_, c| c.sock_recv_bytes as f64),
-            socket_sent_bytes: mean(&|_, c| c.sock_send_bytes as f64),
+            cpu_us: mean(&|_, c, _| c.cpu_ns as f64 / 1e3),
+            log_cpu_us: mean(&|l, _, _| l.cpu_ns as f64 / 1e3),
+            energy_mj: mean(&|_, _, e| e * 1e3),
+            app_request_bytes: mean(&|l, _, _| l.request_bytes as f64),
+            app_response_bytes: mean(&|l, _, _| (l.response_header_bytes + l.response_body_bytes) as f64),
+            socket_received_bytes: mean(&|_, c, _| c.sock_recv_bytes as f64),
+            socket_sent_bytes: mean(&|_, c, _| c.sock_send_bytes as f64),
         }
     }
 }
@@ -135,9 +137,9 @@ pub fn fill_requests_done(series: &mut [TimeRow], log: &[Record]) {
 
 pub const FILE: &str = "requests.parquet";
 
-/// Adds the log's columns and the tracer's per-connection columns of `rows` (joined with `conns`)
-/// to `t`.
-pub fn columns(t: &mut Table, rows: &[Joined], conns: &[ConnRow]) {
+/// Adds the log's columns and the tracer's per-connection columns of `rows` (joined with `conns`,
+/// whose energies are `conn_energy_j`) to `t`.
+pub fn columns(t: &mut Table, rows: &[Joined], conns: &[ConnRow], conn_energy_j: &[f64]) {
     let l = |f: fn(&Record) -> u64| rows.iter().map(move |j| f(j.log));
     let conn = |j: &Joined| j.conn.map(|i| &conns[i]);
     let c = |f: fn(&ConnRow) -> u64| rows.iter().map(move |j| conn(j).map(f));
@@ -178,7 +180,7 @@ pub fn columns(t: &mut Table, rows: &[Joined], conns: &[ConnRow]) {
         .opt_u64("block_write_bytes", c(|c| c.block_write_bytes))
         .opt_u64("established_ns", rows.iter().map(|j| conn(j).and_then(|c| c.established_ns)))
         .opt_u64("closed_ns", rows.iter().map(|j| conn(j).and_then(|c| c.closed_ns)))
-        .opt_f64("energy_j", rows.iter().map(|j| conn(j).map(|c| c.energy_j)));
+        .opt_f64("energy_j", rows.iter().map(|j| j.conn.map(|i| conn_energy_j[i])));
 }
 
 #[cfg(test)]

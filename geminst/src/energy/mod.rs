@@ -1,21 +1,23 @@
 //! Energy: the machine's energy over a trace, from RAPL where the kernel exposes it and from a
-//! stated model where it does not, and its attribution to what the tracer measured.
+//! stated model where it does not ([`Meter`]), and the rule by which it is attributed to what the
+//! tracer measured ([`Totals`]; the attribution step itself is `dataset::attribution`).
 //!
 //! Attribution is by CPU time: in any period, the machine's energy divided by the CPU time all its
 //! CPUs spent busy gives joules per busy CPU-second; a thread, connection or request is charged
 //! its own CPU time at that rate. Idle power is thereby shared out in proportion to work, so the
 //! charges of everything that ran add up to the machine's energy.
 
+mod meter;
 mod model;
 mod procstat;
 mod rapl;
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+pub use meter::{MachineInterval, Meter, PowerLog, PowerSourceInfo};
 pub use model::CpuPowerModel;
 pub use procstat::machine_busy_ns;
 pub use rapl::Rapl;
@@ -56,70 +58,6 @@ impl Default for PowerArgs {
             busy_watts_per_cpu: model::DEFAULT_BUSY_W,
             powercap: PathBuf::from("/sys/class/powercap"),
         }
-    }
-}
-
-/// One reading of the machine: cumulative busy CPU time and, with RAPL, cumulative energy.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Reading {
-    pub mono_ns: u64,
-    pub busy_ns: u64,
-    pub rapl_j: Option<f64>,
-}
-
-/// Reads the machine's energy.
-pub struct Meter {
-    rapl: Option<Rapl>,
-    model: CpuPowerModel,
-    /// Why RAPL is not used, when it is not.
-    why_not_rapl: Option<String>,
-}
-
-impl Meter {
-    pub fn new(args: &PowerArgs, cpus: usize) -> Result<Self> {
-        let model = CpuPowerModel::new(cpus, args.idle_watts_per_cpu, args.busy_watts_per_cpu)?;
-        let (rapl, why_not_rapl) = match args.power {
-            PowerSource::Model => (None, Some("--power model".to_string())),
-            PowerSource::Rapl | PowerSource::Auto => match Rapl::open(&args.powercap) {
-                Ok(r) => (Some(r), None),
-                Err(e) if args.power == PowerSource::Rapl => {
-                    bail!("--power rapl, but RAPL cannot be read: {e:#}")
-                }
-                Err(e) => (None, Some(format!("{e:#}"))),
-            },
-        };
-        Ok(Self { rapl, model, why_not_rapl })
-    }
-
-    pub fn source(&self) -> &'static str {
-        if self.rapl.is_some() { "rapl" } else { "model" }
-    }
-
-    pub fn read(&mut self, mono_ns: u64) -> Reading {
-        Reading {
-            mono_ns,
-            busy_ns: machine_busy_ns().unwrap_or(0),
-            rapl_j: self.rapl.as_mut().map(Rapl::read_j),
-        }
-    }
-
-    /// The machine's energy between two readings, in joules.
-    pub fn joules(&self, a: &Reading, b: &Reading) -> f64 {
-        match (a.rapl_j, b.rapl_j) {
-            (Some(x), Some(y)) => (y - x).max(0.0),
-            _ => self.model.joules(b.mono_ns.saturating_sub(a.mono_ns), b.busy_ns.saturating_sub(a.busy_ns)),
-        }
-    }
-
-    /// The power source as recorded in run.json.
-    pub fn describe(&self) -> serde_json::Value {
-        serde_json::json!({
-            "source": self.source(),
-            "rapl_domains": self.rapl.as_ref().map(Rapl::domains),
-            "rapl_unavailable": self.why_not_rapl,
-            "model": self.model,
-            "attribution": "joules per busy CPU-second of the machine (machine energy / machine busy CPU time, from /proc/stat) times the CPU time of the thread, connection or request",
-        })
     }
 }
 

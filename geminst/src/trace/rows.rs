@@ -9,8 +9,8 @@ use geminst_common::{
     sock::{AF_INET, AF_INET6, CONN_CLOSED, CONN_PASSIVE, CONN_TUPLE_KNOWN, ConnStats},
 };
 
+use super::measurement::{ConnRow, ThreadRow};
 use super::procfs;
-use crate::dataset::{connections::ConnRow, threads::ThreadRow};
 
 /// A thread's row as of `now_ns`, its current slice (if it is on a CPU) counted up to then.
 /// The name is the one the kernel had at its creation or exit; `Tracer::stop` puts in the
@@ -63,7 +63,6 @@ pub fn thread_row(s: &ThreadStats, now_ns: u64) -> ThreadRow {
         block_write_bytes: s.block_write_bytes,
         block_ios: s.block_ios,
         block_io_ns: s.block_io_ns,
-        energy_j: 0.0,
     }
 }
 
@@ -112,7 +111,6 @@ pub fn conn_row(c: &ConnStats) -> ConnRow {
         block_read_bytes: c.block_read_bytes,
         block_write_bytes: c.block_write_bytes,
         tids: tids.join(" "),
-        energy_j: 0.0,
     }
 }
 

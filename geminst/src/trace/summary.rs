@@ -8,8 +8,8 @@ use std::{
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{StopReason, TraceOutput};
-use crate::dataset::{requests::Reconciliation, threads::ThreadRow};
+use super::{ProgramStats, StopReason, ThreadRow};
+use crate::dataset::{Measurement, requests::Reconciliation};
 
 /// A live status line on stderr (hidden when stderr is not a terminal).
 pub struct Progress {
@@ -51,7 +51,8 @@ pub fn ms(ns: u64) -> String {
 }
 
 /// Prints the per-thread table and where the files went.
-pub fn print(output: &TraceOutput, reason: StopReason, out: &Path, recon: Option<&Reconciliation>) {
+pub fn print(m: &Measurement, reason: StopReason, out: &Path, recon: Option<&Reconciliation>) {
+    let output = &m.ebpf;
     let secs = output.end_ns.saturating_sub(output.start_ns) as f64 / 1e9;
     println!("traced {secs:.3} s, stopped by {}", reason.as_str());
     println!(
@@ -103,7 +104,7 @@ pub fn print(output: &TraceOutput, reason: StopReason, out: &Path, recon: Option
             r.log_records, r.ebpf_connections, r.joined, r.log_only, r.ebpf_only
         );
     }
-    print_programs(output);
+    print_programs(&output.programs);
     let lost: u64 = output.lost.values().sum();
     if lost > 0 {
         println!("lost or dropped: {lost} (see run.json)");
@@ -112,10 +113,10 @@ pub fn print(output: &TraceOutput, reason: StopReason, out: &Path, recon: Option
 }
 
 /// With `--bpf-stats`, each program's cost per event, raw and net of the statistics' own cost.
-pub fn print_programs(output: &TraceOutput) {
+pub fn print_programs(programs: &[ProgramStats]) {
     let floor =
-        output.programs.iter().find(|p| p.program == super::probes::STATS_FLOOR).and_then(|p| p.ns_per_event);
-    for p in &output.programs {
+        programs.iter().find(|p| p.program == super::probes::STATS_FLOOR).and_then(|p| p.ns_per_event);
+    for p in programs {
         if let Some(ns) = p.ns_per_event {
             let net = match floor {
                 Some(f) if p.program != super::probes::STATS_FLOOR => {

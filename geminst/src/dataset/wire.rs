@@ -1,20 +1,21 @@
-//! Putting the packet capture beside the tracer: matching captured connections with traced ones,
-//! and predicting each request's wire bytes from the specifications (capture/calc.rs).
+//! The wire match: the packet capture's connections beside the tracer's, and each request's wire
+//! bytes as the specifications predict them (capture/calc).
 
+use super::{Table, serverlog::Record, serverlog::canonical};
 use crate::{
     capture::{
         ConnWire,
         calc::{self, CalcParams, Prediction, TlsVersion},
         certs::CertChain,
     },
-    dataset::{Table, connections::ConnRow, serverlog::Record, serverlog::canonical},
+    trace::ConnRow,
 };
 
 /// For each traced connection, the captured one with the same (server, client) addresses whose
 /// first packet is closest in time to the connection's creation (Linux reuses client ports, so a
 /// 4-tuple can name several connections over a run). Each captured connection is used once.
 pub fn match_conns(conns: &[ConnRow], wires: &[ConnWire]) -> Vec<Option<usize>> {
-    crate::dataset::tuples::match_by_key(
+    super::tuples::match_by_key(
         conns,
         wires,
         ConnRow::tuple,
