@@ -6,6 +6,7 @@
 mod util;
 
 mod capture;
+mod dataset;
 mod load;
 mod run;
 mod serve;
