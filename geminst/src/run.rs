@@ -236,7 +236,13 @@ pub fn command(args: RunArgs) -> Result<ExitCode> {
         cert_file.is_file().then_some(cert_file.as_path()),
         "the server's certificate",
     )?;
-    let join = dataset::write_run(&dir, &mut info, &m, reason, None, Some(&server.log), &cert)?;
+    let requests = dataset::Requests {
+        server_log: Some(&server.log),
+        clients: &report.records,
+        cert: &cert,
+        predict: true,
+    };
+    let join = dataset::write_run(&dir, &mut info, &m, reason, None, requests)?;
     info.write(&dir)?;
     trace::print_programs(&m.ebpf.programs);
     print_summary(&dir, &report, join.as_ref(), &info, m.power.source.source);
@@ -262,8 +268,11 @@ fn print_summary(dir: &Path, report: &LoadReport, join: Option<&JoinSummary>, in
     );
     let p = join.map(|j| j.per_request.clone()).unwrap_or_default();
     println!(
-        "per request (mean of {}): CPU {:.1} µs (eBPF; the server's own measure {:.1} µs), energy {:.3} mJ ({source})",
-        p.requests, p.cpu_us, p.log_cpu_us, p.energy_mj
+        "per request (mean of {}): CPU {:.1} µs (eBPF{}), energy {:.3} mJ ({source})",
+        p.requests,
+        p.cpu_us,
+        p.log_cpu_us.map_or(String::new(), |c| format!("; the server's own measure {c:.1} µs")),
+        p.energy_mj
     );
     println!(
         "bytes per request: application {:.0} in, {:.0} out (Gemini); socket layer {:.0} in, {:.0} out (TLS records)",

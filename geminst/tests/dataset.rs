@@ -7,8 +7,9 @@ use std::path::Path;
 
 use geminst::{
     capture::{CaptureOutput, ConnWire, DirWire, certs::CertChain},
-    dataset::{Measurement, RunInfo, timeseries::Sample, write_run},
+    dataset::{Measurement, Requests, RunInfo, timeseries::Sample, write_run},
     energy::{CpuPowerModel, MachineInterval, PowerLog, PowerSourceInfo},
+    load,
     trace::{ConnRow, Counts, EbpfMeasurement, StopReason, ThreadRow},
 };
 use serde_json::Value;
@@ -160,6 +161,31 @@ fn measurement() -> Measurement {
     }
 }
 
+/// The load generator's record of request 1, as it saw it from the client's end.
+fn client() -> load::Record {
+    let mut c = load::Record::new(
+        0,
+        0,
+        "gemini://localhost:19651/_bench/bytes/1024".into(),
+        999_000,
+        "127.0.0.1:19651".parse().unwrap(),
+    );
+    c.local_addr = Some("127.0.0.1:52158".parse().unwrap());
+    c.start_ns = Some(999_500);
+    c.connect_ns = Some(1_000_150);
+    c.handshake_ns = Some(1_002_050);
+    c.first_byte_ns = Some(1_002_250);
+    c.done_ns = Some(1_002_400);
+    c.status = Some(20);
+    c.meta = Some("text/plain".into());
+    c.request_bytes = 45;
+    c.response_header_bytes = 15;
+    c.response_body_bytes = 1024;
+    c.tcp_bytes_sent = 574;
+    c.tcp_bytes_received = 1831;
+    c
+}
+
 /// Every column of a Parquet file as pyarrow reads it: name, type, nullability, values.
 const DUMP: &str = r#"
 import json, sys, pyarrow.parquet as pq
@@ -172,6 +198,27 @@ print(json.dumps({
 
 fn golden_dir() -> std::path::PathBuf {
     util::repo_root().join("testdata/golden/dataset")
+}
+
+/// Checks a dump's schema against docs/schema.md: every column in order, its type, and whether it
+/// may be null ("uint64, null").
+fn check_documented_types(file: &str, dump: &str) {
+    let dump: Value = serde_json::from_str(dump).unwrap();
+    let written: Vec<(String, String, bool)> = dump["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f[0].as_str().unwrap().into(), f[1].as_str().unwrap().into(), f[2].as_bool().unwrap()))
+        .collect();
+    let documented: Vec<(String, String, bool)> =
+        util::documented_table_in("docs/schema.md", &format!("## {file}"))
+            .into_iter()
+            .map(|(name, ty)| {
+                let nullable = ty.ends_with(", null");
+                (name, ty.trim_end_matches(", null").to_string(), nullable)
+            })
+            .collect();
+    assert_eq!(written, documented, "{file}: (column, type, nullable) differ from docs/schema.md");
 }
 
 fn compare(name: &str, actual: &str) {
@@ -197,16 +244,20 @@ fn dataset_writer_matches_its_golden_files() {
     let cert = CertChain { der_bytes: vec![350], key: "ECDSA P-256".into(), signature_bytes: 71 };
     let m = measurement();
     let mut info = RunInfo::begin();
-    let join = write_run(&dir, &mut info, &m, StopReason::Duration, Some(2.0), Some(&log), &cert).unwrap();
+    let clients = vec![client()];
+    let requests = Requests { server_log: Some(&log), clients: &clients, cert: &cert, predict: true };
+    let join = write_run(&dir, &mut info, &m, StopReason::Duration, Some(2.0), requests).unwrap();
     let join = join.expect("a log was given");
     // The join's counts follow from the inputs: two log lines, two traced connections on the
     // server's port, one of them joined.
     assert_eq!((join.counts.log_records, join.counts.ebpf_connections, join.counts.joined), (2, 2, 1));
     assert_eq!((join.counts.log_only, join.counts.ebpf_only), (1, 1));
+    assert_eq!((join.counts.load_requests, join.counts.load_joined), (1, 1));
     assert_eq!(info.lost["log.malformed_lines"], 1);
     for file in ["requests", "connections", "threads", "timeseries"] {
         let parquet = dir.join(format!("{file}.parquet"));
         let dump = util::python(DUMP, &[parquet.to_str().unwrap()]);
+        check_documented_types(&format!("{file}.parquet"), &dump);
         compare(&format!("{file}.json"), &dump);
     }
     // The run.json sections that do not depend on the machine or the moment.
@@ -218,4 +269,36 @@ fn dataset_writer_matches_its_golden_files() {
     });
     compare("run.json", &serde_json::to_string_pretty(&stable).unwrap());
     assert!(!Path::new(&dir.join("requests.parquet.tmp")).exists());
+}
+
+#[test]
+fn dataset_writer_without_a_server_log_has_a_row_per_load_request() {
+    let dir = util::temp_dir("dataset-golden-load");
+    let cert = CertChain { der_bytes: vec![350], key: "ECDSA P-256".into(), signature_bytes: 71 };
+    let m = measurement();
+    // Request 1 as before; one on connection 2, which no log knows; one that never connected.
+    let mut second = client();
+    second.seq = 1;
+    second.local_addr = Some("127.0.0.1:52160".parse().unwrap());
+    second.connect_ns = Some(1_100_050);
+    second.done_ns = Some(1_300_000);
+    let mut failed = load::Record::new(
+        2,
+        0,
+        "gemini://localhost:19651/x".into(),
+        1_500_000,
+        "127.0.0.1:19651".parse().unwrap(),
+    );
+    failed.error = Some(load::RequestError { kind: load::ErrorKind::Connect, message: "refused".into() });
+    let clients = vec![client(), second, failed];
+    let requests = Requests { server_log: None, clients: &clients, cert: &cert, predict: false };
+    let mut info = RunInfo::begin();
+    let join = write_run(&dir, &mut info, &m, StopReason::Duration, Some(2.0), requests).unwrap().unwrap();
+    assert_eq!((join.counts.log_records, join.counts.load_requests, join.counts.joined), (0, 3, 2));
+    assert_eq!((join.counts.ebpf_only, join.per_request.requests), (0, 2));
+    assert_eq!(join.per_request.log_cpu_us, None, "no server log, no server's own measure");
+    let parquet = dir.join("requests.parquet");
+    let dump = util::python(DUMP, &[parquet.to_str().unwrap()]);
+    check_documented_types("requests.parquet", &dump);
+    compare("requests-load.json", &dump);
 }

@@ -209,33 +209,45 @@ pub fn documented_columns(file: &str) -> Vec<String> {
 /// The column names of the first table under `heading` in the document `doc` (relative to the
 /// repository), in order, backticks removed, `{c2s,s2c}` rows expanded as `documented_columns`.
 pub fn documented_columns_in(doc: &str, heading: &str) -> Vec<String> {
+    documented_table_in(doc, heading).into_iter().map(|(name, _)| name).collect()
+}
+
+/// (column name, type cell) of each row of the first table under `heading` in `doc`, expanded as
+/// `documented_columns_in` does.
+pub fn documented_table_in(doc: &str, heading: &str) -> Vec<(String, String)> {
     let text = std::fs::read_to_string(repo_root().join(doc)).unwrap();
     let section = text.split(heading).nth(1).unwrap_or_else(|| panic!("{doc} has no `{heading}`"));
     let section = section.split("\n## ").next().unwrap();
-    let names: Vec<String> = section
+    let names: Vec<(String, String)> = section
         .lines()
         .skip_while(|l| !l.starts_with('|'))
         .take_while(|l| l.starts_with('|'))
         .skip(2) // header and separator rows
-        .map(|l| l.trim_matches('|').split('|').next().unwrap().trim().trim_matches('`').to_string())
+        .map(|l| {
+            let mut cells = l.trim_matches('|').split('|').map(str::trim);
+            let name = cells.next().unwrap().trim_matches('`').to_string();
+            (name, cells.next().unwrap_or_default().to_string())
+        })
         .collect();
     // Expand each run of `{c2s,s2c}` rows into all its c2s names, then all its s2c names.
     let mut out = Vec::new();
     let mut i = 0;
     while i < names.len() {
-        if !names[i].contains("{c2s,s2c}") {
+        if !names[i].0.contains("{c2s,s2c}") {
             out.push(names[i].clone());
             i += 1;
             continue;
         }
         let start = i;
         let prefix = |n: &str| n.split("{c2s,s2c}").next().unwrap().to_string();
-        while i < names.len() && names[i].contains("{c2s,s2c}") && prefix(&names[i]) == prefix(&names[start])
+        while i < names.len()
+            && names[i].0.contains("{c2s,s2c}")
+            && prefix(&names[i].0) == prefix(&names[start].0)
         {
             i += 1;
         }
         for dir in ["c2s", "s2c"] {
-            out.extend(names[start..i].iter().map(|n| n.replace("{c2s,s2c}", dir)));
+            out.extend(names[start..i].iter().map(|(n, t)| (n.replace("{c2s,s2c}", dir), t.clone())));
         }
     }
     out

@@ -18,9 +18,9 @@ pub mod tuples;
 pub mod wire;
 mod write;
 
-pub use assemble::{DataSet, Requests, assemble};
+pub use assemble::{DataSet, RequestInputs, assemble};
 pub use files::write_atomic;
 pub use measurement::Measurement;
 pub use parquet::Table;
 pub use runinfo::RunInfo;
-pub use write::write_run;
+pub use write::{Requests, write_run};

@@ -7,12 +7,15 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::{
-    DataSet, Measurement, RunInfo, Table, assemble, connections, describe,
+    DataSet, Measurement, RunInfo, Table,
+    assemble::{RequestInputs, assemble},
+    connections, describe,
     requests::{self, JoinSummary},
     serverlog, threads, timeseries,
 };
 use crate::{
     capture::{self, ConnWire, certs::CertChain},
+    load,
     trace::{ConnRow, StopReason},
 };
 
@@ -52,7 +55,13 @@ impl DataSet<'_> {
         let r = self.requests.as_ref()?;
         let wires = self.wires();
         let mut t = Table::new();
-        requests::columns(&mut t, &r.rows, &self.measurement.ebpf.connections, &self.energy.connections);
+        requests::columns(
+            &mut t,
+            &r.rows,
+            r.source,
+            &self.measurement.ebpf.connections,
+            &self.energy.connections,
+        );
         if self.measurement.capture.is_some() {
             let wire_rows: Vec<Option<&ConnWire>> = r.wire.iter().map(|w| w.map(|i| &wires[i])).collect();
             capture::add_wire_columns(&mut t, &wire_rows);
@@ -62,20 +71,33 @@ impl DataSet<'_> {
     }
 }
 
+/// What a run's requests come from, beside its measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct Requests<'a> {
+    /// The server's request log, if it writes one.
+    pub server_log: Option<&'a Path>,
+    /// The load generator's records, if it drove the server.
+    pub clients: &'a [load::Record],
+    /// The server's certificate (sizes the handshake in the predictions).
+    pub cert: &'a CertChain,
+    /// Predict the wire bytes of logged requests (geminst serve's; see `RequestInputs`).
+    pub predict: bool,
+}
+
 /// Reads the server's log (if any), assembles the data set of `m`, writes its files into `dir` and
-/// fills `info` (the caller writes run.json, after adding its own sections). With the log, also
-/// the join's counts and per-request means (run.json `join` and `per_request`). A log that cannot
-/// be read is reported in `info` and returned as the error, after everything else was written
-/// (run.json included).
+/// fills `info` (the caller writes run.json, after adding its own sections). With requests (a log
+/// or load records), also the join's counts and per-request means (run.json `join` and
+/// `per_request`). A log that cannot be read is reported in `info` and returned as the error,
+/// after everything else was written (run.json included).
 pub fn write_run(
     dir: &Path,
     info: &mut RunInfo,
     m: &Measurement,
     reason: StopReason,
     duration_s: Option<f64>,
-    server_log: Option<&Path>,
-    cert: &CertChain,
+    requests: Requests,
 ) -> Result<Option<JoinSummary>> {
+    let server_log = requests.server_log;
     let mut failure = None;
     let log = match server_log.map(|p| (p, serverlog::read(p))) {
         Some((path, Ok(log))) => {
@@ -98,7 +120,13 @@ pub fn write_run(
         }
         None => None,
     };
-    let ds = assemble(m, log.as_ref(), cert);
+    let inputs = RequestInputs {
+        log: log.as_ref(),
+        clients: requests.clients,
+        cert: requests.cert,
+        predict: requests.predict,
+    };
+    let ds = assemble(m, inputs);
     describe::describe(info, &ds, reason, duration_s)?;
     ds.write(dir)?;
     let join = ds

@@ -83,8 +83,13 @@ pub fn command(args: TraceArgs) -> Result<ExitCode> {
     };
     progress.finish();
     let m = session.stop()?;
-    let join =
-        dataset::write_run(&out, &mut info, &m, reason, args.duration, args.server_log.as_deref(), &cert)?;
+    let requests = dataset::Requests {
+        server_log: args.server_log.as_deref(),
+        clients: &[],
+        cert: &cert,
+        predict: args.server_log.is_some(),
+    };
+    let join = dataset::write_run(&out, &mut info, &m, reason, args.duration, requests)?;
     info.write(&out)?;
     summary::print(&m, reason, &out, join.as_ref().map(|j| &j.counts));
     Ok(ExitCode::SUCCESS)
