@@ -6,8 +6,8 @@
 //! `log::Record` (the request-log line, defined in `dataset::serverlog`), `request` (the request parser, also fuzzed) and the
 //! commands `main` dispatches to.
 
-mod bench_routes;
-mod certs;
+pub mod bench_routes;
+pub mod certs;
 mod config;
 mod conn;
 mod content;
@@ -26,7 +26,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use tokio::signal::unix::{SignalKind, signal};
 
-pub use config::{ImportArgs, ServeArgs};
+pub use config::{ImportArgs, ServeArgs, sample_capsule};
 pub use content::import::{Imported, import};
 pub use server::{Options, Server, Source, Summary};
 
