@@ -5,7 +5,7 @@
 
 mod gemini;
 mod serve_calc;
-mod tcpdump;
+pub mod tcpdump;
 
 use std::{
     collections::BTreeMap,

@@ -231,3 +231,96 @@ fn run_rejects_a_bad_profile_before_starting_anything() {
     assert!(err.contains("bad.toml") && err.contains("rate"), "{err}");
     assert!(!dir.join("out").exists(), "nothing is written for a bad profile");
 }
+
+/// `geminst run` with a server that writes no request log, into a fresh folder, with tcpdump
+/// capturing loopback TCP beside it; returns the run's folder and tcpdump's file.
+fn run_server(name: &str, server: &[&str], profile: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = util::temp_dir(name);
+    let profile_path = dir.join("test-profile.toml");
+    std::fs::write(&profile_path, profile).unwrap();
+    let out = dir.join("run");
+    let dump = crate::capture::tcpdump::Tcpdump::start_filter("tcp", &dir.join("witness.pcap"));
+    let guard = util::spawn(
+        Command::new(util::geminst())
+            .args(["run", "--interval", "50"])
+            .args(server)
+            .arg("--profile")
+            .arg(&profile_path)
+            .arg("--out")
+            .arg(&out),
+    );
+    let (status, stdout, stderr) = guard.output(Duration::from_secs(120));
+    let pcap = dump.stop();
+    assert!(status.success(), "geminst run {server:?} failed: {status}\n{stdout}\n{stderr}");
+    (out, pcap)
+}
+
+/// Every server, logged or not: one row per request the load generator sent, each with its
+/// traced connection and CPU; the server's socket bytes equal what the client counted at its own
+/// socket; and the wire bytes of a sample of connections equal tcpdump's.
+fn check_rows_of_any_server(dir: &Path, pcap: &Path, logged: bool) {
+    let requests = table(dir, "requests.parquet");
+    let load = table(dir, "load.parquet");
+    assert_eq!(requests.len(), load.len(), "rows vs load requests");
+    assert!(requests.len() >= 50, "{} rows", requests.len());
+    let flows = crate::capture::tcpdump::flows(pcap);
+    for (i, r) in requests.iter().enumerate() {
+        assert_eq!(r["source"], if logged { "log" } else { "load" }, "{r}");
+        assert_eq!(r["status"], 20, "{r}");
+        assert!(r["conn_id"].is_u64() && u(r, "cpu_ns") > 0, "a request without CPU: {r}");
+        assert!(r["energy_j"].as_f64().unwrap() > 0.0, "{r}");
+        // The server's socket layer (eBPF) against the client's own count of the same bytes.
+        assert_eq!(u(r, "sock_send_bytes"), u(r, "client_tcp_bytes_received"), "{r}");
+        assert_eq!(u(r, "sock_recv_bytes"), u(r, "client_tcp_bytes_sent"), "{r}");
+        assert_eq!(r["wire_s2c_unique_payload_bytes"], r["sock_send_bytes"], "{r}");
+        if i % 10 == 0 {
+            let server: std::net::SocketAddr = r["local_addr"].as_str().unwrap().parse().unwrap();
+            let client: std::net::SocketAddr = r["peer_addr"].as_str().unwrap().parse().unwrap();
+            for (dir, from, to) in [("c2s", client, server), ("s2c", server, client)] {
+                let f = flows[&crate::capture::tcpdump::key(from, to)];
+                assert_eq!(u(r, &format!("wire_{dir}_packets")), f.packets, "{dir} {r}");
+                assert_eq!(u(r, &format!("wire_{dir}_frame_bytes")), f.frame_bytes, "{dir} {r}");
+                assert_eq!(u(r, &format!("wire_{dir}_tcp_payload_bytes")), f.tcp_payload_bytes, "{dir} {r}");
+            }
+        }
+    }
+}
+
+/// A short profile of two response sizes that every server can serve.
+const ANY_SERVER_PROFILE: &str = "[defaults]\ntarget = \"gemini://localhost:1965\"\nrequest_bytes = 100\n\
+    [[phase]]\nname = \"steady\"\nduration = \"2s\"\nrate = 30\n\
+    [[phase.mix]]\nresponse_bytes = 1024\nweight = 1\n[[phase.mix]]\nresponse_bytes = 16384\nweight = 1\n";
+
+#[test]
+fn root_run_gives_every_server_a_row_per_request() {
+    if !util::root_or_skip("root_run_gives_every_server_a_row_per_request") {
+        return;
+    }
+    let _g = util::serial();
+    let jetforce = util::repo_root().join(".venv/bin/jetforce");
+    let cmd = format!(
+        "{} --host 127.0.0.1 --port {{port}} --hostname {{hostname}} --dir {{root}} --tls-certfile {{cert}} --tls-keyfile {{key}}",
+        jetforce.display()
+    );
+    let servers: [(&str, Vec<&str>, bool); 4] = [
+        ("geminst", vec!["--server", "geminst"], true),
+        ("jetforce", vec!["--server", "jetforce"], false),
+        ("molly-brown", vec!["--server", "molly-brown"], false),
+        ("server-cmd", vec!["--server-cmd", &cmd], false),
+    ];
+    for (name, args, logged) in servers {
+        let (dir, pcap) = run_server(&format!("run-any-{name}"), &args, ANY_SERVER_PROFILE);
+        check_rows_of_any_server(&dir, &pcap, logged);
+        let run: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("run.json")).unwrap()).unwrap();
+        assert_eq!(run["join"]["load_requests"], run["join"]["joined"], "{name}: {}", run["join"]);
+        // The run's folder holds its data, not the fixtures.
+        let big: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.metadata().is_ok_and(|m| m.len() > 16 << 20))
+            .map(|e| e.path())
+            .collect();
+        assert!(big.is_empty(), "{name}: large files in the run's folder: {big:?}");
+    }
+}

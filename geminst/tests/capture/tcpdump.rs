@@ -23,6 +23,12 @@ pub struct Tcpdump {
 impl Tcpdump {
     /// Starts `tcpdump -i lo -w FILE -s 0 'tcp port PORT'` and waits until it is listening.
     pub fn start(port: u16, file: &Path) -> Tcpdump {
+        Self::start_filter(&format!("tcp port {port}"), file)
+    }
+
+    /// Starts tcpdump on `lo` with the capture filter `filter` (e.g. `tcp`, for a server whose port
+    /// is chosen later) and waits until it is listening.
+    pub fn start_filter(filter: &str, file: &Path) -> Tcpdump {
         let mut guard = util::spawn(Command::new(TCPDUMP).args([
             "-i",
             "lo",
@@ -36,7 +42,7 @@ impl Tcpdump {
             // A 64 MiB ring (in KiB), so that tcpdump, the witness, drops nothing.
             "-B",
             "65536",
-            &format!("tcp port {port}"),
+            filter,
         ]));
         let stderr = util::Lines::new(guard.child().stderr.take().unwrap());
         stderr.expect(Duration::from_secs(10), "tcpdump's listening line", |l| l.contains("listening on"));
