@@ -15,7 +15,8 @@ pub const SLICE_LOST: u32 = 2;
 pub const CONN_MAP_FULL: u32 = 3;
 /// A closed connection's record could not go out: the ring buffer was full. Its counters are lost.
 pub const CONN_EVENT_DROPPED: u32 = 4;
-/// A block request's latency could not be tracked: the in-flight map was full.
+/// A block request's latency could not be tracked: the in-flight map refused its entry. The map
+/// evicts its oldest entry to make room, so this counts only inserts the kernel failed.
 pub const BLOCK_INFLIGHT_FULL: u32 = 5;
 /// A descriptor opened by path could not be recorded: the open-fd map was full, so its reads
 /// and writes are not counted as file I/O.

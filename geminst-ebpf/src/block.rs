@@ -3,23 +3,29 @@
 //! asynchronous writeback and are totalled as such, not attributed.
 
 use aya_ebpf::{
+    Global,
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
-use geminst_common::block::{BlockInflight, BlockKey, BlockOffsets, MAX_INFLIGHT};
+use geminst_common::{
+    block::{BlockInflight, BlockKey, BlockOffsets, MAX_INFLIGHT},
+    counters,
+};
 
 use crate::{
-    sched::thread,
-    shared::{current_ids, field_bytes, field_u8, field_u32, field_u64, now_ns},
-    sock::current_conn,
+    attribution::current_conn,
+    shared::{DONE, count, current_ids, done, field_bytes, field_u8, field_u32, field_u64, now_ns},
+    threads::thread,
 };
 
 /// Sectors are 512 bytes in the block layer whatever the device's own sector size.
 const SECTOR_BYTES: u64 = 512;
 
+/// Field offsets, set by userspace from tracefs format files before loading (a frozen read-only
+/// global: see shared::direct).
 #[unsafe(no_mangle)]
-static BLOCK_OFFSETS: BlockOffsets = BlockOffsets {
+static BLOCK_OFFSETS: Global<BlockOffsets> = Global::new(BlockOffsets {
     queue_dev: 0,
     queue_sector: 0,
     queue_nr_sector: 0,
@@ -30,13 +36,7 @@ static BLOCK_OFFSETS: BlockOffsets = BlockOffsets {
     complete_dev: 0,
     complete_sector: 0,
     _pad: 0,
-};
-
-#[inline(always)]
-fn offsets() -> BlockOffsets {
-    // SAFETY: a read of a constant global; volatile so the compiler does not fold the zeros above.
-    unsafe { core::ptr::read_volatile(&BLOCK_OFFSETS) }
-}
+});
 
 /// Requests whose first bio a traced thread submitted, until they complete. Bios merged into a
 /// request leave their own keys behind, so the oldest entries make room (a lost latency sample,
@@ -51,14 +51,11 @@ pub static WRITEBACK_BYTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 
 
 #[tracepoint]
 pub fn block_bio_queue(ctx: TracePointContext) -> u32 {
-    match try_bio_queue(&ctx) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
+    done(try_bio_queue(&ctx))
 }
 
 fn try_bio_queue(ctx: &TracePointContext) -> Result<(), i64> {
-    let off = offsets();
+    let off = BLOCK_OFFSETS.load();
     // rwbs: an optional 'F' (preflush), then R(ead), W(rite), D(iscard), E(rase) or N(one).
     let mut op = field_u8(ctx, off.queue_rwbs)?;
     if op == b'F' {
@@ -95,32 +92,36 @@ fn try_bio_queue(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let key =
         BlockKey { dev: field_u32(ctx, off.queue_dev)?, _pad: 0, sector: field_u64(ctx, off.queue_sector)? };
-    let _ = INFLIGHT.insert(key, BlockInflight { tid, _pad: 0, issued_ns: 0 }, 0);
+    // An LRU map makes room by evicting its oldest entry, so an insert fails only when the kernel
+    // finds no entry to give (htab_lru_map_update_elem, kernel/bpf/hashtab.c).
+    if INFLIGHT.insert(key, BlockInflight { tid, _pad: 0, issued_ns: 0 }, 0).is_err() {
+        count(counters::BLOCK_INFLIGHT_FULL);
+    }
     Ok(())
 }
 
 #[tracepoint]
 pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
-    let off = offsets();
+    let off = BLOCK_OFFSETS.load();
     let (Ok(dev), Ok(sector)) = (field_u32(&ctx, off.issue_dev), field_u64(&ctx, off.issue_sector)) else {
-        return 1;
+        return DONE;
     };
     if let Some(f) = INFLIGHT.get_ptr_mut(BlockKey { dev, _pad: 0, sector }) {
         // SAFETY: a live map value.
         unsafe { (*f).issued_ns = now_ns() };
     }
-    0
+    DONE
 }
 
 #[tracepoint]
 pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
-    let off = offsets();
+    let off = BLOCK_OFFSETS.load();
     let (Ok(dev), Ok(sector)) = (field_u32(&ctx, off.complete_dev), field_u64(&ctx, off.complete_sector))
     else {
-        return 1;
+        return DONE;
     };
     let key = BlockKey { dev, _pad: 0, sector };
-    let Some(f) = INFLIGHT.get_ptr(key) else { return 0 };
+    let Some(f) = INFLIGHT.get_ptr(key) else { return DONE };
     // SAFETY: a live map value, copied before its removal.
     let f = unsafe { *f };
     let _ = INFLIGHT.remove(key);
@@ -130,5 +131,5 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
         t.block_ios += 1;
         t.block_io_ns += now_ns().saturating_sub(f.issued_ns);
     }
-    0
+    DONE
 }

@@ -2,6 +2,7 @@
 //! geminst_common::files), per thread and per connection.
 
 use aya_ebpf::{
+    Global,
     macros::{map, tracepoint},
     maps::HashMap,
     programs::TracePointContext,
@@ -13,19 +14,15 @@ use geminst_common::{
 };
 
 use crate::{
-    sched::thread,
-    shared::{count, current_ids, field_u64},
-    sock::current_conn,
+    attribution::current_conn,
+    shared::{DONE, count, current_ids, field_u64},
+    threads::thread,
 };
 
+/// Field offsets, set by userspace from tracefs format files before loading (a frozen read-only
+/// global: see shared::direct).
 #[unsafe(no_mangle)]
-static FILES_OFFSETS: FilesOffsets = FilesOffsets { enter_fd: 0, exit_ret: 0 };
-
-#[inline(always)]
-fn offsets() -> FilesOffsets {
-    // SAFETY: a read of a constant global; volatile so the compiler does not fold the zeros above.
-    unsafe { core::ptr::read_volatile(&FILES_OFFSETS) }
-}
+static FILES_OFFSETS: Global<FilesOffsets> = Global::new(FilesOffsets { enter_fd: 0, exit_ret: 0 });
 
 /// Descriptors of traced processes opened by path, open now.
 #[map]
@@ -36,14 +33,14 @@ pub static OPEN_FDS: HashMap<FdKey, u32> = HashMap::with_max_entries(MAX_OPEN_FD
 pub fn file_opened(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
     if thread(tid).is_none() {
-        return 0;
+        return DONE;
     }
-    let Ok(ret) = field_u64(&ctx, offsets().exit_ret) else { return 1 };
+    let Ok(ret) = field_u64(&ctx, FILES_OFFSETS.load().exit_ret) else { return DONE };
     let fd = ret as i64;
     if fd >= 0 && OPEN_FDS.insert(FdKey { tgid, fd: fd as u32 }, 1, 0).is_err() {
         count(counters::FD_MAP_FULL);
     }
-    0
+    DONE
 }
 
 /// Attached to sys_enter_close.
@@ -51,11 +48,11 @@ pub fn file_opened(ctx: TracePointContext) -> u32 {
 pub fn file_close(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
     if thread(tid).is_none() {
-        return 0;
+        return DONE;
     }
-    let Ok(fd) = field_u64(&ctx, offsets().enter_fd) else { return 1 };
+    let Ok(fd) = field_u64(&ctx, FILES_OFFSETS.load().enter_fd) else { return DONE };
     let _ = OPEN_FDS.remove(FdKey { tgid, fd: fd as u32 });
-    0
+    DONE
 }
 
 /// Attached to sys_enter_read, _pread64, _readv and _preadv.
@@ -74,17 +71,17 @@ pub fn file_write_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn file_rw_exit(ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current_ids();
-    let Some(t) = thread(tid) else { return 0 };
+    let Some(t) = thread(tid) else { return DONE };
     let kind = t.syscall_kind;
     if kind == SYSCALL_NONE {
-        return 0;
+        return DONE;
     }
     t.syscall_kind = SYSCALL_NONE;
-    let Ok(ret) = field_u64(&ctx, offsets().exit_ret) else { return 1 };
+    let Ok(ret) = field_u64(&ctx, FILES_OFFSETS.load().exit_ret) else { return DONE };
     let bytes = ret as i64;
     // SAFETY: only tested for presence.
     if bytes <= 0 || unsafe { OPEN_FDS.get(FdKey { tgid, fd: t.syscall_fd as u32 }) }.is_none() {
-        return 0;
+        return DONE;
     }
     let bytes = bytes as u64;
     let conn = current_conn(t);
@@ -99,14 +96,14 @@ pub fn file_rw_exit(ctx: TracePointContext) -> u32 {
             c.file_write_bytes += bytes;
         }
     }
-    0
+    DONE
 }
 
 fn syscall_enter(ctx: &TracePointContext, kind: u32) -> u32 {
     let (_, tid) = current_ids();
-    let Some(t) = thread(tid) else { return 0 };
-    let Ok(fd) = field_u64(ctx, offsets().enter_fd) else { return 1 };
+    let Some(t) = thread(tid) else { return DONE };
+    let Ok(fd) = field_u64(ctx, FILES_OFFSETS.load().enter_fd) else { return DONE };
     t.syscall_fd = fd;
     t.syscall_kind = kind;
-    0
+    DONE
 }

@@ -2,17 +2,20 @@
 //! reads the maps when the trace ends (and at each time-series tick).
 #![no_std]
 #![no_main]
-// For the atomic fetch-add that allocates thread slots (see sched::try_task_newtask).
+// For the atomic fetch-add that allocates thread slots (see threads::take_slot).
 #![feature(core_intrinsics)]
 // For direct loads from tracepoint records at load-time offsets (see shared::direct).
 #![feature(asm_experimental_arch)]
 #![allow(internal_features)]
 
+mod attribution;
 mod block;
+mod conns;
 mod files;
 mod sched;
 mod shared;
 mod sock;
+mod threads;
 
 #[cfg(not(test))]
 #[panic_handler]

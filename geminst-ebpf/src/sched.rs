@@ -2,31 +2,35 @@
 //! of the traced processes.
 //!
 //! These run on every context switch and wakeup of the machine, so the common case, a thread that
-//! is not traced, must cost almost nothing: `SLOTS` is an array indexed by tid (the verifier
-//! inlines array lookups into a bounds check and a load), and the clock is read only when a traced
-//! thread is involved.
-
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+//! is not traced, must cost almost nothing: a thread is found by an array lookup (threads.rs), and
+//! the clock is read only when a traced thread is involved.
 
 use aya_ebpf::{
+    Global,
     helpers::{bpf_get_current_comm, bpf_get_current_task_btf},
-    macros::{map, tracepoint},
-    maps::Array,
+    macros::tracepoint,
     programs::TracePointContext,
 };
 use geminst_common::{
     counters,
     sched::{
-        CLONE_THREAD, DEFAULT_PID_MAX, MAX_THREADS, PREV_STATE_SLEEP_MASK, SchedOffsets, THREAD_EXITED,
-        THREAD_RUNTIME_KNOWN, THREAD_START_PROVISIONAL, ThreadStats,
+        CLONE_THREAD, PREV_STATE_SLEEP_MASK, SchedOffsets, THREAD_EXITED, THREAD_RUNTIME_KNOWN,
+        THREAD_START_PROVISIONAL, ThreadStats,
     },
 };
 
-use crate::shared::{count, current_ids, direct_at, field_u32, field_u64, field_uint, is_target, now_ns};
+use crate::{
+    attribution,
+    shared::{
+        DONE, count, current_ids, direct_at, done, field_u32, field_u64, field_uint, is_target, now_ns,
+    },
+    threads::{self, slot_of, stats, thread},
+};
 
-/// Field offsets, set by userspace from tracefs format files before loading.
+/// Field offsets, set by userspace from tracefs format files before loading (a frozen read-only
+/// global: see shared::direct).
 #[unsafe(no_mangle)]
-static SCHED_OFFSETS: SchedOffsets = SchedOffsets {
+static SCHED_OFFSETS: Global<SchedOffsets> = Global::new(SchedOffsets {
     switch_prev_state: 0,
     switch_prev_state_size: 0,
     switch_next_pid: 0,
@@ -35,60 +39,15 @@ static SCHED_OFFSETS: SchedOffsets = SchedOffsets {
     newtask_pid: 0,
     newtask_clone_flags: 0,
     task_sum_exec_runtime: 0,
-};
-
-/// tid -> slot in `THREADS` + 1; 0 for threads not traced. Resized to pid_max by userspace.
-#[map]
-pub static SLOTS: Array<u32> = Array::with_max_entries(DEFAULT_PID_MAX, 0);
-
-/// Counters of traced threads, one slot each (exited ones kept until the end).
-#[map]
-pub static THREADS: Array<ThreadStats> = Array::with_max_entries(MAX_THREADS, 0);
-
-/// The next free slot. Userspace registers the threads that exist at the start in the slots
-/// below the value it sets here; new threads take slots from here on.
-#[map]
-pub static NEXT_SLOT: Array<u64> = Array::with_max_entries(1, 0);
-
-/// The thread's slot + 1, or 0 if it is not traced.
-#[inline(always)]
-fn slot_of(tid: u32) -> u32 {
-    SLOTS.get(tid).copied().unwrap_or(0)
-}
-
-/// The counters in slot `slot_plus_one - 1`, or None for 0.
-#[inline(always)]
-fn stats(slot_plus_one: u32) -> Option<&'static mut ThreadStats> {
-    if slot_plus_one == 0 {
-        return None;
-    }
-    // SAFETY: the slot's owner updates it only from the CPU the thread runs on, or sets
-    // runnable_since_ns when it is not running; races between the two are benign.
-    THREADS.get_ptr_mut(slot_plus_one - 1).map(|p| unsafe { &mut *p })
-}
-
-/// The counters of a traced thread, or None for any other thread.
-#[inline(always)]
-pub fn thread(tid: u32) -> Option<&'static mut ThreadStats> {
-    stats(slot_of(tid))
-}
-
-#[inline(always)]
-fn offsets() -> SchedOffsets {
-    // SAFETY: a read of a constant global; volatile so the compiler does not fold the zeros above.
-    unsafe { core::ptr::read_volatile(&SCHED_OFFSETS) }
-}
+});
 
 #[tracepoint]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
-    match try_sched_switch(&ctx) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
+    done(try_sched_switch(&ctx))
 }
 
 fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
-    let off = offsets();
+    let off = SCHED_OFFSETS.load();
     // The tracepoint runs in the context of the task being switched out.
     let (_, prev_tid) = current_ids();
     let prev_slot = slot_of(prev_tid);
@@ -102,7 +61,7 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     if let Some(prev) = stats(prev_slot) {
         let state = field_uint(ctx, off.switch_prev_state, off.switch_prev_state_size)?;
         let (slice, wall) = switched_out(prev, now, current_runtime(off.task_sum_exec_runtime));
-        crate::sock::charge_slice(prev, now, slice, wall);
+        attribution::charge_slice(prev, now, slice, wall);
         if state & PREV_STATE_SLEEP_MASK != 0 {
             prev.voluntary_switches += 1;
         } else {
@@ -113,15 +72,12 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
         prev.last_seen_ns = now;
         if prev.flags & THREAD_EXITED != 0 {
             // Its last switch: free the tid, which the kernel may give to a new task.
-            if let Some(slot) = SLOTS.get_ptr_mut(prev_tid) {
-                // SAFETY: a valid element of SLOTS.
-                unsafe { *slot = 0 };
-            }
+            threads::release(prev_tid);
         }
     }
     if let Some(next) = stats(next_slot) {
         next.switched_in_ns = now;
-        next.charge_from_ns = now;
+        attribution::start_slice(next, now);
         next.flags &= !THREAD_START_PROVISIONAL;
         if next.runnable_since_ns != 0 {
             next.wait_ns += now - next.runnable_since_ns;
@@ -212,18 +168,12 @@ fn switched_out(t: &mut ThreadStats, now: u64, runtime: u64) -> (u64, u64) {
 
 #[tracepoint]
 pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
-    match mark_runnable(&ctx, offsets().wakeup_pid) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
+    done(mark_runnable(&ctx, SCHED_OFFSETS.load().wakeup_pid))
 }
 
 #[tracepoint]
 pub fn sched_wakeup_new(ctx: TracePointContext) -> u32 {
-    match mark_runnable(&ctx, offsets().wakeup_new_pid) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
+    done(mark_runnable(&ctx, SCHED_OFFSETS.load().wakeup_new_pid))
 }
 
 /// A traced thread was put on a run queue: its wait starts now.
@@ -237,10 +187,7 @@ fn mark_runnable(ctx: &TracePointContext, pid_offset: u32) -> Result<(), i64> {
 
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    match try_task_newtask(&ctx) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
+    done(try_task_newtask(&ctx))
 }
 
 /// A task was created; the creator is the current task. A new thread of a traced process gets an
@@ -250,43 +197,26 @@ fn try_task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     if !is_target(tgid) {
         return Ok(());
     }
-    let off = offsets();
+    let off = SCHED_OFFSETS.load();
     let flags = field_u64(ctx, off.newtask_clone_flags)?;
     if flags & CLONE_THREAD == 0 {
         // A child process, not a thread of the target: not traced (pass its pid to trace it).
         return Ok(());
     }
     let tid = field_u32(ctx, off.newtask_pid)?;
-    let Some(next) = NEXT_SLOT.get_ptr_mut(0) else { return Ok(()) };
-    // An atomic fetch-add (BPF_ATOMIC | BPF_FETCH, ISA v3). Rust's AtomicU64::fetch_add is not
-    // offered on the BPF target, which lacks compare-and-swap, so the intrinsic is used directly.
-    // SeqCst, not Relaxed: LLVM 22 lowers a relaxed add to the non-fetch form even when its
-    // result is used, handing every thread the same slot.
-    // SAFETY: a valid, aligned u64 in a map; other CPUs allocate through the same instruction.
-    let slot = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(next, 1) } as u32;
-    let Some(stats) = THREADS.get_ptr_mut(slot) else {
-        count(counters::THREAD_MAP_FULL);
-        return Ok(());
-    };
+    let Some((slot, stats)) = threads::take_slot() else { return Ok(()) };
     let now = now_ns();
-    // SAFETY: the slot was just taken by this program run and nobody else writes it yet.
-    unsafe {
-        *stats = ThreadStats {
-            tgid,
-            tid,
-            // A new task's runtime starts at zero (__sched_fork).
-            flags: THREAD_RUNTIME_KNOWN,
-            first_seen_ns: now,
-            last_seen_ns: now,
-            comm: bpf_get_current_comm().unwrap_or_default(),
-            ..ThreadStats::default()
-        }
+    *stats = ThreadStats {
+        tgid,
+        tid,
+        // A new task's runtime starts at zero (__sched_fork).
+        flags: THREAD_RUNTIME_KNOWN,
+        first_seen_ns: now,
+        last_seen_ns: now,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+        ..ThreadStats::default()
     };
-    // Published last, so the other programs never see a half-written slot.
-    if let Some(entry) = SLOTS.get_ptr_mut(tid) {
-        // SAFETY: a valid element of SLOTS.
-        unsafe { *entry = slot + 1 };
-    }
+    threads::publish(tid, slot);
     Ok(())
 }
 
@@ -304,7 +234,7 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
             t.comm = comm;
         }
     }
-    0
+    DONE
 }
 
 /// An empty program, attached to sched:sched_switch beside the real one only when the kernel's
@@ -312,5 +242,5 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
 /// reads around every run), so the other programs' costs can be read net of it.
 #[tracepoint]
 pub fn stats_floor(_ctx: TracePointContext) -> u32 {
-    0
+    DONE
 }

@@ -24,6 +24,22 @@ pub fn count(index: u32) {
     }
 }
 
+/// What every program returns. aya attaches a tracepoint program through perf, where the value
+/// only decides whether perf goes on to record the event in its own buffers as well
+/// (perf_trace_run_bpf_submit, kernel/events/core.c: 0 ends it at the program). Nothing here reads
+/// those buffers, so a nonzero value would tell no one of a failure and only cost the kernel that
+/// extra work. Failures are counted where they happen instead: every error a program meets is a
+/// tracepoint field it could not read, counted as `field_read_failed` by `probe_field`, and the
+/// loss counters are what userspace reports in run.json. So there is no per-program failure
+/// counter, which would count the same reads twice.
+pub const DONE: u32 = 0;
+
+/// A program's return value once its work has ended, however it ended (see `DONE`).
+#[inline(always)]
+pub fn done(_outcome: Result<(), i64>) -> u32 {
+    DONE
+}
+
 #[inline(always)]
 pub fn now_ns() -> u64 {
     // SAFETY: the helper takes no arguments and cannot fail.

@@ -1,16 +1,16 @@
 //! Socket hooks: per-connection bytes, lifetimes and retransmissions, and the CPU time of traced
-//! threads charged to the connection they work for (rule in geminst_common::sock).
+//! threads charged to the connection they work for (the rule is in attribution.rs).
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
+    Global,
     macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use geminst_common::{
     counters,
-    sched::{THREAD_SEEN_AT_START, ThreadStats},
     sock::{
         CONN_CLOSED, CONN_PASSIVE, CONN_TIDS, CONN_TUPLE_KNOWN, ConnEvent, ConnStats, EVENT_CLOSED,
         EVENTS_BYTES, IPPROTO_TCP, MAX_CONNS, MAX_PORTS, SockConfig, TCP_CLOSE, TCP_CLOSE_WAIT,
@@ -19,13 +19,16 @@ use geminst_common::{
 };
 
 use crate::{
-    sched::thread,
-    shared::{count, current_ids, field_bytes, field_u16, field_u32, field_u64, now_ns},
+    attribution,
+    conns::{insert_conn, live_conn, new_conn_id, unindex},
+    shared::{DONE, count, current_ids, done, field_bytes, field_u16, field_u32, field_u64, now_ns},
+    threads::thread,
 };
 
-/// Field offsets and the port filter, set by userspace before loading.
+/// Field offsets and the port filter, set by userspace before loading (a frozen read-only
+/// global: see shared::direct).
 #[unsafe(no_mangle)]
-static SOCK_CONFIG: SockConfig = SockConfig {
+static SOCK_CONFIG: Global<SockConfig> = Global::new(SockConfig {
     len_sk: 0,
     len_protocol: 0,
     len_ret: 0,
@@ -42,25 +45,7 @@ static SOCK_CONFIG: SockConfig = SockConfig {
     retransmit_skaddr: 0,
     nports: 0,
     ports: [0; MAX_PORTS],
-};
-
-#[inline(always)]
-fn config() -> SockConfig {
-    // SAFETY: a read of a constant global; volatile so the compiler does not fold the zeros above.
-    unsafe { core::ptr::read_volatile(&SOCK_CONFIG) }
-}
-
-/// Connections, keyed by their id: live ones, and closed ones until userspace harvests them
-/// (geminst_common::sock::CLOSED_GRACE_NS after their close), so the CPU their threads still
-/// spend on them lands. An entry never moves: threads charge it by its id.
-#[map]
-pub static CONNS: HashMap<u64, ConnStats> = HashMap::with_max_entries(MAX_CONNS, 0);
-
-/// The live connections' ids by their socket's kernel address. A socket leaves at TCP_CLOSE: the
-/// kernel may give its address to a new socket at once, even while the threads of the closed
-/// connection are still finishing it.
-#[map]
-static CONN_IDS: HashMap<u64, u64> = HashMap::with_max_entries(MAX_CONNS, 0);
+});
 
 /// Lifecycle events for userspace (geminst_common::sock::EVENT_*). Drops are counted
 /// (`conn_event_dropped`); a dropped close only delays the harvest to the end of the trace.
@@ -74,37 +59,6 @@ fn emit(kind: u32, conn: &ConnStats) {
     }
 }
 
-/// The entry of connection `conn_id`, live or closed (until userspace harvests it).
-#[inline(always)]
-fn conn_by_id(conn_id: u64) -> Option<&'static mut ConnStats> {
-    // SAFETY: a live map value.
-    CONNS.get_ptr_mut(conn_id).map(|c| unsafe { &mut *c })
-}
-
-/// The entry of the live connection on a socket.
-#[inline(always)]
-fn live_conn(sk: u64) -> Option<&'static mut ConnStats> {
-    // SAFETY: a live map value, read once.
-    let id = unsafe { *CONN_IDS.get_ptr(sk)? };
-    conn_by_id(id)
-}
-
-/// Records a new connection (`c.conn_id` from `new_conn_id`, `c.sk` its socket) in both maps.
-#[inline(always)]
-fn insert_conn(c: &ConnStats) -> Option<&'static mut ConnStats> {
-    let (id, sk) = (c.conn_id, c.sk);
-    if CONNS.insert(id, c, 0).is_err() {
-        count(counters::CONN_MAP_FULL);
-        return None;
-    }
-    if CONN_IDS.insert(sk, id, 0).is_err() {
-        let _ = CONNS.remove(id);
-        count(counters::CONN_MAP_FULL);
-        return None;
-    }
-    conn_by_id(id)
-}
-
 /// The 4-tuple and establishment time of recent TCP sockets of any process, so a connection first
 /// met through a traced thread's I/O still gets its addresses. Oldest entries make room.
 #[map]
@@ -115,171 +69,35 @@ static TUPLES: LruHashMap<u64, ConnStats> = LruHashMap::with_max_entries(MAX_CON
 #[map]
 static SCRATCH: PerCpuArray<ConnStats> = PerCpuArray::with_max_entries(1, 0);
 
-/// The last connection id handed out.
-#[map]
-static LAST_CONN_ID: Array<u64> = Array::with_max_entries(1, 0);
-
-fn new_conn_id() -> u64 {
-    match LAST_CONN_ID.get_ptr_mut(0) {
-        // SeqCst: LLVM 22 drops the fetch of a relaxed add whose result is used (see sched.rs).
-        // SAFETY: a valid, aligned u64 in a map; every CPU allocates through this instruction.
-        Some(p) => (unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1) }) + 1,
-        None => 0,
-    }
-}
-
-/// Adds `amount` of a thread's CPU time to connection `conn_id` (live, or closed and not yet
-/// harvested).
-#[inline(always)]
-fn add_cpu(t: &mut ThreadStats, conn_id: u64, amount: u64) {
-    if conn_id == 0 || amount == 0 {
-        return;
-    }
-    if let Some(c) = conn_by_id(conn_id) {
-        c.cpu_ns += amount;
-        t.conn_cpu_ns += amount;
-    }
-}
-
-/// Adds `amount`, CPU time of an interval that ends `now`, to connection `conn_id`, less the part
-/// after the connection closed (TCP_CLOSE): a thread's time after that (logging, exiting, or
-/// accepting the next connection) is not the closed connection's. The charge itself may come
-/// later than the close (charges are made at switch outs), so it is cut, not refused.
-#[inline(always)]
-fn add_cpu_until(t: &mut ThreadStats, conn_id: u64, amount: u64, now: u64) {
-    if conn_id == 0 || amount == 0 {
-        return;
-    }
-    if let Some(c) = conn_by_id(conn_id) {
-        let after_close = if c.closed_ns != 0 { now.saturating_sub(c.closed_ns) } else { 0 };
-        let amount = amount.saturating_sub(after_close);
-        c.cpu_ns += amount;
-        t.conn_cpu_ns += amount;
-    }
-}
-
-/// Charges the end of the thread's slice, at its switch out: `slice` is the slice's on-CPU time
-/// and `wall` its wall-clock length (0 if its switch in was not seen). The time since
-/// `charge_from_ns` goes to the thread's connection, scaled by slice/wall so stolen time is not
-/// charged; all of the slice if nothing marked a point in it (its switch in was not seen, and no
-/// socket operation turned the thread to another connection). Never more than the slice leaves
-/// after what was charged from it before (`slice_charged_ns`). When the slice's switch in was not
-/// seen and the thread turned to another connection in it, the rest, the slice's start, goes to
-/// the connection before (`head_conn_id`).
-///
-/// A thread with no connection yet charges nothing here (see `socket_io` for its first one).
-#[inline(always)]
-pub fn charge_slice(t: &mut ThreadStats, now: u64, slice: u64, wall: u64) {
-    let room = slice.saturating_sub(t.slice_charged_ns);
-    let tail = if t.charge_from_ns == 0 {
-        room
-    } else {
-        let part = now.saturating_sub(t.charge_from_ns);
-        let part = if wall > slice {
-            // part * slice / wall in 16-bit fixed point: no overflow for slices up to hours.
-            let ratio = (slice << 16) / wall;
-            (part * ratio) >> 16
-        } else {
-            part
-        };
-        part.min(room)
-    };
-    let (conn_id, head_conn_id) = (t.conn_id, t.head_conn_id);
-    add_cpu_until(t, conn_id, tail, now);
-    add_cpu(t, head_conn_id, room - tail);
-    t.charge_from_ns = 0;
-    t.slice_charged_ns = 0;
-    t.head_conn_id = 0;
-}
-
-/// Charges the thread's time since `charge_from_ns` to its connection, mid-slice, when a socket
-/// operation turns it to another one. If the slice's switch in was not seen (`charge_from_ns` is
-/// 0), how long the slice has run is known only at its end: the connection becomes the slice's
-/// `head_conn_id`, charged then.
-#[inline(always)]
-fn charge_until(t: &mut ThreadStats, now: u64) {
-    if t.charge_from_ns != 0 {
-        let part = now.saturating_sub(t.charge_from_ns);
-        let conn_id = t.conn_id;
-        add_cpu_until(t, conn_id, part, now);
-        t.slice_charged_ns += part;
-    } else {
-        t.head_conn_id = t.conn_id;
-    }
-    t.charge_from_ns = now;
-}
-
-/// The connection a traced thread's current CPU time belongs to, for the block and file
-/// programs.
-#[inline(always)]
-pub fn current_conn(t: &ThreadStats) -> Option<&'static mut ConnStats> {
-    if t.conn_id == 0 {
-        return None;
-    }
-    conn_by_id(t.conn_id)
-}
-
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    match socket_io(&ctx, true) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
+    done(socket_io(&ctx, true))
 }
 
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    match socket_io(&ctx, false) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
+    done(socket_io(&ctx, false))
 }
 
 /// A send or receive on a socket, in the context of the thread doing it.
 fn socket_io(ctx: &TracePointContext, send: bool) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     let Some(t) = thread(tid) else { return Ok(()) };
-    let cfg = config();
+    let cfg = SOCK_CONFIG.load();
     if field_u16(ctx, cfg.len_protocol)? != IPPROTO_TCP {
         return Ok(());
     }
     let sk = field_u64(ctx, cfg.len_sk)?;
     let ret = field_u32(ctx, cfg.len_ret)? as i32;
     let now = now_ns();
-    // The thread's own connection, found by its id alone while it is open (a live connection
-    // keeps its socket); else by the socket.
-    let own =
-        if t.conn_sk == sk { conn_by_id(t.conn_id).filter(|c| c.flags & CONN_CLOSED == 0) } else { None };
-    let mut conn = match own.or_else(|| live_conn(sk)) {
+    let mut conn = match attribution::own_open_conn(t, sk).or_else(|| live_conn(sk)) {
         Some(c) => Some(c),
         // A connection met first through data (not through the port filter): record it. Not for
         // an error or end of file, which a closed connection still returns.
         None if ret > 0 => open_conn(sk, now),
         None => None,
     };
-    let conn_id = match conn.as_ref() {
-        Some(c) => c.conn_id,
-        // An error or end of file on the socket of the thread's connection, which has closed: the
-        // thread is still working for it.
-        None if ret <= 0 && t.conn_sk == sk => t.conn_id,
-        None => 0,
-    };
-    if t.conn_sk == 0 && t.flags & THREAD_SEEN_AT_START == 0 {
-        // A thread created during the trace meets its first connection: everything it did so far
-        // was for it (servers that start a thread per connection). Its past slices are charged
-        // now, the current one whole at its end.
-        if let Some(c) = conn.as_deref_mut() {
-            c.cpu_ns += t.oncpu_ns;
-            t.conn_cpu_ns += t.oncpu_ns;
-        }
-        t.conn_sk = sk;
-        t.conn_id = conn_id;
-    } else if t.conn_sk != sk || t.conn_id != conn_id {
-        // The thread turns to another connection: what it did until now was for the last one.
-        charge_until(t, now);
-        t.conn_sk = sk;
-        t.conn_id = conn_id;
-    }
+    attribution::socket_op(t, sk, conn.as_deref_mut(), ret, now);
     if ret <= 0 {
         return Ok(());
     }
@@ -350,10 +168,7 @@ fn port_wanted(cfg: &SockConfig, port: u16) -> bool {
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    match try_set_state(&ctx) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
+    done(try_set_state(&ctx))
 }
 
 /// The 4-tuple of a state change's socket.
@@ -385,7 +200,7 @@ fn read_tuple(
 /// TCP socket of the machine (the load generator's too), so the common case, a socket that is
 /// not ours, must return early: after one lookup, and the port test when server ports are known.
 fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
-    let cfg = config();
+    let cfg = SOCK_CONFIG.load();
     let new = field_u32(ctx, cfg.state_newstate)?;
     // The states that mark something: opening, established, first FIN, closed.
     if !matches!(
@@ -448,14 +263,14 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                         tuple.established_ns = old.established_ns;
                     }
                 }
-                let _ = TUPLES.insert(sk, &*tuple, 0);
+                let _ = TUPLES.insert(sk, tuple, 0);
             }
         }
         TCP_FIN_WAIT1 | TCP_CLOSE_WAIT => {
-            if let Some(c) = live_conn(sk) {
-                if c.fin_ns == 0 {
-                    c.fin_ns = now_ns();
-                }
+            if let Some(c) = live_conn(sk)
+                && c.fin_ns == 0
+            {
+                c.fin_ns = now_ns();
             }
         }
         _ => {
@@ -467,7 +282,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
                 // The entry stays, so the CPU its threads still spend on it (finishing, logging)
                 // lands; userspace harvests it after a grace period. The socket's address leaves
                 // the index: a new socket may get it at once.
-                let _ = CONN_IDS.remove(sk);
+                unindex(sk);
                 if c.flags & CONN_CLOSED == 0 {
                     c.closed_ns = now_ns();
                     c.flags |= CONN_CLOSED;
@@ -481,12 +296,12 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i64> {
 
 #[tracepoint]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    let Ok(sk) = field_u64(&ctx, config().retransmit_skaddr) else { return 1 };
+    let Ok(sk) = field_u64(&ctx, SOCK_CONFIG.load().retransmit_skaddr) else { return DONE };
     if let Some(c) = live_conn(sk) {
         // Softirq context, racing with the owner's sends on another CPU: an atomic add (its
         // result unused, so no fetch is needed). Retransmissions are rare.
         // SAFETY: a valid, aligned u64 in a live map value.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*c).retransmits, 1) };
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut c.retransmits, 1) };
     }
-    0
+    DONE
 }

@@ -44,7 +44,7 @@ fn u(v: &Value, col: &str) -> u64 {
 
 #[test]
 fn root_run_joins_every_request_and_its_bytes_add_up() {
-    if !util::root_or_skip("root_run_joins_every_request_and_its_bytes_add_up") {
+    if !util::ebpf_or_skip("root_run_joins_every_request_and_its_bytes_add_up") {
         return;
     }
     let _g = util::serial();
@@ -188,7 +188,7 @@ fn root_run_joins_every_request_and_its_bytes_add_up() {
 
 #[test]
 fn root_run_cpu_per_request_matches_the_servers_own_measure() {
-    if !util::root_or_skip("root_run_cpu_per_request_matches_the_servers_own_measure") {
+    if !util::ebpf_or_skip("root_run_cpu_per_request_matches_the_servers_own_measure") {
         return;
     }
     let _g = util::serial();

@@ -113,7 +113,7 @@ fn ours_loaded() -> Vec<String> {
 
 #[test]
 fn root_trace_cpu_and_switches_match_proc() {
-    if !util::root_or_skip("root_trace_cpu_and_switches_match_proc") {
+    if !util::ebpf_or_skip("root_trace_cpu_and_switches_match_proc") {
         return;
     }
     let _g = util::serial();
@@ -216,7 +216,7 @@ fn root_trace_cpu_and_switches_match_proc() {
 
 #[test]
 fn root_trace_keeps_counters_of_a_target_that_exits() {
-    if !util::root_or_skip("root_trace_keeps_counters_of_a_target_that_exits") {
+    if !util::ebpf_or_skip("root_trace_keeps_counters_of_a_target_that_exits") {
         return;
     }
     let _g = util::serial();
@@ -257,7 +257,7 @@ fn root_trace_keeps_counters_of_a_target_that_exits() {
 
 #[test]
 fn root_trace_stops_at_duration_and_leaves_nothing_attached() {
-    if !util::root_or_skip("root_trace_stops_at_duration_and_leaves_nothing_attached") {
+    if !util::ebpf_or_skip("root_trace_stops_at_duration_and_leaves_nothing_attached") {
         return;
     }
     let _g = util::serial();
@@ -291,7 +291,7 @@ fn root_trace_stops_at_duration_and_leaves_nothing_attached() {
 
 #[test]
 fn root_trace_mounts_tracefs_when_missing() {
-    if !util::root_or_skip("root_trace_mounts_tracefs_when_missing") {
+    if !util::ebpf_or_skip("root_trace_mounts_tracefs_when_missing") {
         return;
     }
     let _g = util::serial();
@@ -387,7 +387,7 @@ fn burn_request(port: u16, burn_us: u64, send: u64) -> (u16, u64, u64) {
 
 #[test]
 fn root_trace_attributes_connections_of_a_python_server() {
-    if !util::root_or_skip("root_trace_attributes_connections_of_a_python_server") {
+    if !util::ebpf_or_skip("root_trace_attributes_connections_of_a_python_server") {
         return;
     }
     let _g = util::serial();
@@ -481,7 +481,7 @@ fn root_trace_attributes_connections_of_a_python_server() {
 
 #[test]
 fn root_trace_attributes_cold_file_reads_to_the_reader() {
-    if !util::root_or_skip("root_trace_attributes_cold_file_reads_to_the_reader") {
+    if !util::ebpf_or_skip("root_trace_attributes_cold_file_reads_to_the_reader") {
         return;
     }
     let _g = util::serial();
@@ -556,7 +556,7 @@ fn root_trace_attributes_cold_file_reads_to_the_reader() {
 
 #[test]
 fn root_trace_follows_a_jetforce_server() {
-    if !util::root_or_skip("root_trace_follows_a_jetforce_server") {
+    if !util::ebpf_or_skip("root_trace_follows_a_jetforce_server") {
         return;
     }
     let _g = util::serial();
@@ -640,7 +640,7 @@ fn proc_stat_busy_ns() -> u64 {
 
 #[test]
 fn root_trace_energy_follows_the_stated_model() {
-    if !util::root_or_skip("root_trace_energy_follows_the_stated_model") {
+    if !util::ebpf_or_skip("root_trace_energy_follows_the_stated_model") {
         return;
     }
     let _g = util::serial();
@@ -691,7 +691,7 @@ fn root_trace_energy_follows_the_stated_model() {
 
 #[test]
 fn root_trace_reads_rapl_counters() {
-    if !util::root_or_skip("root_trace_reads_rapl_counters") {
+    if !util::ebpf_or_skip("root_trace_reads_rapl_counters") {
         return;
     }
     let _g = util::serial();

@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what this machine lacks (Debian packages, the nightly with rust-src and rustfmt, bpf-linker, cargo-fuzz, Python venv); a quick no-op when all is there
+    /// Install what this machine lacks (Debian packages, the nightly with rust-src, rustfmt and clippy, bpf-linker, cargo-fuzz, Python venv); a quick no-op when all is there
     Setup,
     /// Build the eBPF object (geminst's build script also does this on every build)
     BuildEbpf,
@@ -44,7 +44,7 @@ fn main() -> Result<()> {
         Command::Setup => setup::run(),
         Command::BuildEbpf => {
             let root = workspace();
-            let object = ebpf::build(&root, &root.join("target/bpf")).map_err(anyhow::Error::msg)?;
+            let object = ebpf::build(&root, &root.join("target/bpf"))?;
             println!("built {}", object.display());
             Ok(())
         }

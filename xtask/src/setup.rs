@@ -67,8 +67,8 @@ fn debian_packages() -> Result<Option<String>> {
 }
 
 /// Components of the nightly the project uses: rust-src for `-Z build-std=core` (the eBPF
-/// build), rustfmt for checking the eBPF crate's formatting.
-const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "rustfmt"];
+/// build), rustfmt and clippy for checking the eBPF crate's formatting and lints.
+const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "rustfmt", "clippy"];
 
 fn nightly_toolchain() -> Result<Option<String>> {
     let installed = cmd::output(Command::new("rustup").args([

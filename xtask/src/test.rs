@@ -1,11 +1,12 @@
-//! `cargo xtask test`: set up if needed, then formatting, lints, every test, and a short run of
-//! each fuzz target. Tests that need root run when this runs as root (as in CI).
+//! `cargo xtask test`: set up if needed, then formatting, lints (the eBPF crate's too), every
+//! test, and a short run of each fuzz target. Tests that need root run when this runs as root
+//! (as in CI).
 
 use std::{fs, process::Command};
 
 use anyhow::Result;
 
-use crate::{cmd, setup, workspace};
+use crate::{cmd, ebpf, setup, workspace};
 
 /// Seconds each fuzz target runs: enough to prove it builds, runs and survives fresh inputs; the
 /// long runs are done by hand (`cargo +nightly fuzz run <target>` in geminst/).
@@ -28,6 +29,17 @@ pub fn run(extra: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The eBPF crate is outside the workspace: linted for its own target, with the nightly and the
+    // flags its build uses (ebpf::build), into a directory of its own so the check does not
+    // invalidate the object the build script keeps in target/bpf.
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(root.join("geminst-ebpf"))
+            .args(["+nightly", "clippy", "--release", "-Z", "build-std=core", "--target", ebpf::BPF_TARGET])
+            .arg("--target-dir")
+            .arg(root.join("target/bpf-clippy"))
+            .args(["--", "-D", "warnings"]),
+    )?;
     cmd::run(Command::new("cargo").current_dir(&root).args(["test", "--workspace"]).args(extra))?;
     if extra.is_empty() {
         fuzz_smoke()?;

@@ -19,8 +19,13 @@ use serde::Serialize;
 
 use super::offsets::{Offsets, READ_SYSCALLS, WRITE_SYSCALLS};
 
-/// The object built from geminst-ebpf by build.rs: always the current sources.
+/// The object built from geminst-ebpf by build.rs: always the current sources. Empty when this
+/// geminst was built without the eBPF toolchain (see `PLACEHOLDER`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("GEMINST_EBPF_OBJECT"));
+
+/// Why build.rs embedded an empty placeholder instead of the object (what of the eBPF toolchain
+/// was missing), if it did.
+const PLACEHOLDER: Option<&str> = option_env!("GEMINST_EBPF_PLACEHOLDER");
 
 /// Programs that attach to one tracepoint each: program name, tracepoint group, tracepoint name.
 const SINGLE: &[(&str, &str, &str)] = &[
@@ -84,6 +89,11 @@ pub struct Probes {
 impl Probes {
     /// Loads the object with this kernel's offsets. Nothing is attached yet.
     pub fn load(offsets: &Offsets) -> Result<Self> {
+        if let Some(missing) = PLACEHOLDER {
+            anyhow::bail!(
+                "this geminst was built without its eBPF programs, because the eBPF toolchain was missing: {missing}, then build geminst again"
+            );
+        }
         let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
