@@ -293,7 +293,7 @@ const ANY_SERVER_PROFILE: &str = "[defaults]\ntarget = \"gemini://localhost:1965
 
 #[test]
 fn root_run_gives_every_server_a_row_per_request() {
-    if !util::root_or_skip("root_run_gives_every_server_a_row_per_request") {
+    if !util::ebpf_or_skip("root_run_gives_every_server_a_row_per_request") {
         return;
     }
     let _g = util::serial();
